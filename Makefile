@@ -1,0 +1,84 @@
+# cachy for Lua: build, test, benchmark.
+# `make demo` and `make check` are the two commands the README starts with.
+
+LUA        ?= lua5.4
+LUAJIT     ?= luajit
+LUA_INC    ?= /usr/include/lua5.4
+LUAJIT_INC ?= /usr/include/luajit-2.1
+CC         ?= cc
+OPT        ?= -O2
+CFLAGS     ?= $(OPT) -g -Wall -Wextra -Wshadow -Wno-unused-parameter
+HIREDIS_INC ?= /usr/include/hiredis
+LIBS       ?= -lmsgpackc -lhiredis -lmemcached -lxxhash
+PREFIX     ?= /usr/local
+INST_LIBDIR ?= $(PREFIX)/lib/lua/5.4
+INST_LUADIR ?= $(PREFIX)/share/lua/5.4
+
+# Debian packages the build, the tests and the benchmarks need.
+DEPS = build-essential pkg-config lua5.4 liblua5.4-dev luajit libluajit-5.1-dev \
+       luarocks lua-busted lua-cjson libhiredis-dev libmemcached-dev libmsgpack-dev \
+       libxxhash-dev redis-server memcached valgrind python3 python3-msgpack python3-redis
+
+SRCS := $(wildcard csrc/*.c)
+HDRS := $(wildcard csrc/*.h)
+ALLCFLAGS = -std=gnu11 -fPIC -fvisibility=hidden -I$(HIREDIS_INC) $(CFLAGS)
+
+MODULE    = csrc/cachy/core.so
+MODULE_JIT = build/luajit/cachy/core.so
+MODULE_ASAN = build/asan/cachy/core.so
+
+.PHONY: all luajit demo check asan valgrind bench deps install clean
+
+all: $(MODULE)
+
+luajit: $(MODULE_JIT)
+
+$(MODULE): $(SRCS) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLCFLAGS) -I$(LUA_INC) -shared -o $@ $(SRCS) $(LIBS)
+
+$(MODULE_JIT): $(SRCS) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLCFLAGS) -I$(LUAJIT_INC) -shared -o $@ $(SRCS) $(LIBS)
+
+$(MODULE_ASAN): $(SRCS) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -fPIC -I$(HIREDIS_INC) -O1 -g -fno-omit-frame-pointer \
+	  -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	  -I$(LUA_INC) -shared -o $@ $(SRCS) $(LIBS)
+
+deps:
+	@missing=""; for p in $(DEPS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+demo: deps all
+	$(LUA) -e 'package.path="lua/?.lua;lua/?/init.lua;"..package.path; package.cpath="csrc/?.so;"..package.cpath' examples/quickstart.lua
+
+check: deps all luajit
+	spec/run
+
+asan: deps $(MODULE_ASAN)
+	CACHY_CPATH=build/asan/?.so CACHY_ONLY_LUA54=1 \
+	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  spec/run
+
+valgrind: deps all
+	CACHY_ONLY_LUA54=1 CACHY_WRAP="valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 --log-file=build/valgrind.%p.log" \
+	  spec/run
+
+bench: deps all luajit
+	bench/run
+
+install: all
+	install -d $(DESTDIR)$(INST_LIBDIR)/cachy $(DESTDIR)$(INST_LUADIR)/cachy
+	install -m 0755 $(MODULE) $(DESTDIR)$(INST_LIBDIR)/cachy/core.so
+	install -m 0644 lua/cachy/*.lua $(DESTDIR)$(INST_LUADIR)/cachy/
+
+clean:
+	rm -rf build $(MODULE)

@@ -1,0 +1,98 @@
+-- spec/helpers/servers.lua: real redis-server and memcached processes for the
+-- specs, on free 127.0.0.1 ports, stopped by PID. A missing server is an
+-- error, never a skip: these specs must run wherever the suite runs.
+local M = {}
+
+local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec/helpers"
+local tmp = os.getenv("CACHY_TMP") or "/tmp"
+
+local Server = {}
+Server.__index = Server
+
+-- os.execute's result differs between Lua 5.1/LuaJIT (a status number) and 5.2+.
+local function succeeds(cmd)
+  local r = os.execute(cmd)
+  return r == true or r == 0
+end
+M.succeeds = succeeds
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
+-- kind: "redis" | "memcached"; args: extra command-line arguments (strings)
+function M.start(kind, args, port)
+  local quoted = {}
+  for i, a in ipairs(args or {}) do quoted[i] = "'" .. a:gsub("'", "'\\''") .. "'" end
+  local out = sh(string.format("%s/start_server.sh %s %s/%s %s", here, kind, tmp, kind,
+    table.concat(quoted, " ")))
+  local pid, p = out:match("^(%d+) (%d+)")
+  if not pid then error("could not start " .. kind .. ": " .. out) end
+  return setmetatable({ kind = kind, pid = tonumber(pid), port = tonumber(p), args = args }, Server)
+end
+
+function Server:signal(sig)
+  os.execute(string.format("kill -%s %d 2>/dev/null", sig, self.pid))
+end
+
+-- Stops the process and waits until it is gone.
+function Server:stop(sig)
+  self:signal(sig or "TERM")
+  for _ = 1, 200 do
+    if not succeeds(string.format("kill -0 %d 2>/dev/null", self.pid)) then return end
+    os.execute("sleep 0.02")
+  end
+  self:signal("KILL")
+end
+
+-- Starts the same server again on the same port (after stop/kill).
+function Server:restart()
+  local again
+  for _ = 1, 50 do
+    local ok, s = pcall(M.start_on, self.kind, self.args, self.port)
+    if ok then again = s break end
+    os.execute("sleep 0.1")
+  end
+  assert(again, "could not restart " .. self.kind .. " on port " .. self.port)
+  self.pid = again.pid
+  return self
+end
+
+-- Starts a server on a given port (used by restart).
+function M.start_on(kind, args, port)
+  local extra = {}
+  for i, a in ipairs(args or {}) do extra[i] = a end
+  local cmd
+  local dir = tmp .. "/" .. kind
+  os.execute("mkdir -p " .. dir)
+  local q = {}
+  for i, a in ipairs(extra) do q[i] = "'" .. a:gsub("'", "'\\''") .. "'" end
+  if kind == "redis" then
+    cmd = string.format("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s --daemonize no %s >>%s/redis-%d.log 2>&1 & echo $!",
+      port, dir, table.concat(q, " "), dir, port)
+  else
+    cmd = string.format("memcached -l 127.0.0.1 -p %d -U 0 -u root -m 64 %s >>%s/memcached-%d.log 2>&1 & echo $!",
+      port, table.concat(q, " "), dir, port)
+  end
+  local pid = tonumber(sh(cmd):match("%d+"))
+  local pidfile = os.getenv("CACHY_PIDFILE")
+  if pidfile then
+    local f = io.open(pidfile, "a")
+    if f then f:write(pid, "\n") f:close() end
+  end
+  for _ = 1, 100 do
+    if succeeds(string.format(
+      "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\",%d),0.2).close()' 2>/dev/null", port)) then
+      return setmetatable({ kind = kind, pid = pid, port = port, args = args }, Server)
+    end
+    if not succeeds(string.format("kill -0 %d 2>/dev/null", pid)) then break end
+    os.execute("sleep 0.05")
+  end
+  os.execute(string.format("kill %d 2>/dev/null", pid))
+  error("could not start " .. kind .. " on port " .. port)
+end
+
+return M
