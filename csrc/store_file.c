@@ -86,9 +86,9 @@ typedef struct head {
 enum { PATH_TOP, PATH_BUCKET, PATH_ENTRY, PATH_TMP };
 
 static const cachy_field file_fields[] = {
-    { "path", CACHY_OPT_STRING },
-    { "permissions", CACHY_OPT_INTEGER },
-    { NULL, CACHY_OPT_STRING },
+    { "path", CACHY_OPT_STRING, 1 },
+    { "permissions", CACHY_OPT_INTEGER, 0 },   /* e.g. 416 (0640); default 384 (0600) */
+    { NULL, CACHY_OPT_STRING, 0 },
 };
 
 /* ---- small helpers ----------------------------------------------------- */
