@@ -309,9 +309,14 @@ static int decode_value(lua_State *L, repo_ud *r, cachy_slice key, const char *p
 
 /* ---- repository methods ------------------------------------------------ */
 
-/* On a miss: the default, calling it when it is a function. */
-static int push_default(lua_State *L, int idx)
+/* On a miss: the default, calling it when it is a function. `given`: the
+ * caller passed one (prepare may have pushed values above the arguments). */
+static int push_default(lua_State *L, int idx, int given)
 {
+    if (!given) {
+        lua_pushnil(L);
+        return 1;
+    }
     if (lua_type(L, idx) == LUA_TFUNCTION) {
         int top = lua_gettop(L);
         lua_pushvalue(L, idx);
@@ -336,14 +341,14 @@ static int m_get(lua_State *L)
     repo_ud *r = to_repo(L);
     cachy_slice key = check_key(L, 2);
     cachy_error err;
-    int rc;
+    int given = lua_gettop(L) >= 3, rc;
     prepare(L, r);
     rc = fetch(L, r, key, &err);
     if (rc < 0)
         return push_failure(L, &err);
     if (rc == 1)
         return 1;
-    return push_default(L, 3);
+    return push_default(L, 3, given);
 }
 
 static int m_has(lua_State *L)
@@ -365,16 +370,18 @@ static int m_pull(lua_State *L)
     repo_ud *r = to_repo(L);
     cachy_slice key = check_key(L, 2);
     cachy_error err;
-    int rc;
+    int given = lua_gettop(L) >= 3, rc, top;
     prepare(L, r);
     rc = fetch(L, r, key, &err);
     if (rc < 0)
         return push_failure(L, &err);
     if (rc == 0)
-        return push_default(L, 3);
+        return push_default(L, 3, given);
+    top = lua_gettop(L);
     prepare(L, r);      /* decoding may have run Lua code (a serializer) */
     if (cachy_forget(r->st->store, key, &err) < 0)
         return push_failure(L, &err);
+    lua_settop(L, top);
     return 1;
 }
 
@@ -713,7 +720,9 @@ static int remember_common(lua_State *L, repo_ud *r, cachy_slice key, int ttl_rc
             prepare(L, r);      /* fn and the serializer may have used the store */
             val.ptr = r->st->buf.data;
             val.len = r->st->buf.len;
-            if (cachy_put(r->st->store, key, val, ms, &err) == 0)
+            rc = cachy_put(r->st->store, key, val, ms, &err);
+            lua_settop(L, top + 1);
+            if (rc == 0)
                 return 1;
         }
         lua_pushstring(L, err.msg);
@@ -806,7 +815,9 @@ static int decorated(lua_State *L)
             return luaL_error(L, "not enough memory");
         key.ptr = st->key.data;
         key.len = st->key.len;
-        if (cachy_put(st->store, key, val, ms, &err) < 0)
+        rc = cachy_put(st->store, key, val, ms, &err);
+        lua_settop(L, top + nres);
+        if (rc < 0)
             report(L, r, &err);
     }
     return nres;
@@ -1280,6 +1291,7 @@ LUALIB_API int luaopen_cachy_core(lua_State *L)
 
 LUALIB_API int luaopen_cachy_core(lua_State *L)
 {
+    lua_settop(L, 0);                           /* require passes the name and path */
     luaL_newmetatable(L, REPO_MT);              /* 1 */
     luaL_newmetatable(L, MANAGER_MT);           /* 2 */
 
