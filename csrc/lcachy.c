@@ -1368,6 +1368,7 @@ static int core_new(lua_State *L)
         st->slots_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
         r = cachy_newuserdata(L, sizeof *r);
+        memset(r, 0, sizeof *r);
         r->mgr = mgr;
         r->st = st;
         luaL_getmetatable(L, REPO_MT);
