@@ -26,8 +26,17 @@
  * bucket lock is held was left by a writer that died; the next write of
  * that key replaces it, and prune and flush remove it.
  *
+ * The locks are flock(), so PATH must be on a local file system (the store
+ * is shared by the processes of one machine, not across NFS).
+ *
  * Files are not fsync()ed: after a power failure an entry may be missing or
  * fail its checksum, and either reads as a miss.
+ *
+ * Expired entries are removed when read; prune() (cache:store("file"):prune(),
+ * for a cron job) removes every expired or damaged entry and the temp files
+ * of writers that died. flush() and prune() touch only names of the scheme
+ * above (and, for entries, only files that start with the magic), so foreign
+ * files under PATH stay.
  */
 #include <dirent.h>
 #include <errno.h>
