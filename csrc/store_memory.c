@@ -43,9 +43,9 @@ typedef struct mem {
  * values; item headers (56 bytes each on 64-bit systems) and the table are
  * not counted. */
 static const cachy_field memory_fields[] = {
-    { "max_items", CACHY_OPT_INTEGER },
-    { "max_bytes", CACHY_OPT_INTEGER },
-    { NULL, CACHY_OPT_STRING },
+    { "max_items", CACHY_OPT_INTEGER, 0 },
+    { "max_bytes", CACHY_OPT_INTEGER, 0 },
+    { NULL, CACHY_OPT_STRING, 0 },
 };
 
 /* ---- helpers ----------------------------------------------------------- */
