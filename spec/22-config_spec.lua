@@ -54,11 +54,14 @@ describe("config", function()
         "store 'off' has no field 'host'")
     end)
 
-    it("name the redis and file stores' fields", function()
+    it("name the redis store's fields", function()
       new_raises({ stores = { redis = { driver = "redis", port = "6379" } } },
         "store 'redis' field 'port' must be an integer, got string")
       new_raises({ stores = { redis = { driver = "redis", hots = "127.0.0.1" } } },
         "store 'redis' has no field 'hots'")
+    end)
+
+    it("require the file store's path", function()
       new_raises({ stores = { file = { driver = "file" } } },
         "store 'file' field 'path' is required")
     end)
