@@ -202,6 +202,59 @@ describe("memory store", function()
     end)
   end)
 
+  describe("lifetime", function()
+    if _VERSION == "Lua 5.4" then
+      it("closes a to-be-closed manager at the end of its block", function()
+        local chunk = assert(load([[
+          local cachy = ...
+          local kept
+          do
+            local c <close> = cachy.new()
+            assert(c:put("k", 1) == true)
+            kept = c
+          end
+          return kept
+        ]]))
+        local cache = chunk(cachy)
+        assert.is_nil(cache:get("k"))
+        assert.are.equal(true, cache:put("k", 2))
+        assert.are.equal(2, cache:get("k"))
+        cache:close()
+      end)
+    else
+      pending("closes a to-be-closed manager: <close> exists on Lua 5.4 only")
+    end
+
+    it("keeps the manager alive while a repository or a wrapper is reachable", function()
+      local repo = cachy.new({ stores = { main = { driver = "memory" } } }):store("main")
+      local calls = 0
+      local wrapper = cachy.new()(function(x)
+        calls = calls + 1
+        return x
+      end)
+      collectgarbage("collect")
+      collectgarbage("collect")
+      assert.are.equal(true, repo:put("k", "v"))
+      assert.are.equal("v", repo:get("k"))
+      assert.are.equal(1, wrapper(1))
+      assert.are.equal(1, wrapper(1))
+      assert.are.equal(1, calls)
+    end)
+
+    it("frees managers that are no longer reachable", function()
+      for i = 1, 200 do
+        local c = cachy.new()
+        assert.are.equal(true, c:put("k", string.rep("x", 1000) .. i))
+        c:store("memory")
+      end
+      collectgarbage("collect")
+      collectgarbage("collect")
+      local c = cachy.new()
+      assert.are.equal(true, c:put("k", 1))
+      assert.are.equal(1, c:get("k"))
+    end)
+  end)
+
   describe("cachy.new()", function()
     it("has one default store named memory", function()
       local cache = cachy.new()

@@ -307,6 +307,17 @@ return function(label, opts)
         assert.are.equal(2, f.calls)
       end)
 
+      case("remember_error", "lets an error of the function through and stores nothing", function()
+        local e = { code = 1 }
+        local ok, err = pcall(function() cache:remember("r", 10, function() error(e) end) end)
+        assert.are.equal(false, ok)
+        assert.are.equal(e, err)
+        assert.are.equal(false, cache:has("r"))
+        local f = counted(function() return "later" end)
+        assert.are.equal("later", cache:remember("r", 10, f.fn))
+        assert.are.equal(1, f.calls)
+      end)
+
       case("remember_nil", "stores nothing when the function returns nil", function()
         local f = counted(function() return nil end)
         assert.is_nil(cache:remember("r", 10, f.fn))
