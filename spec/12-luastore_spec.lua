@@ -179,6 +179,39 @@ describe("lua store", function()
     end
   end)
 
+  describe("default on_error", function()
+    it("writes one line per store to stderr, at most once a second", function()
+      local interp = rawget(_G, "jit") and "luajit" or "lua5.4"
+      local core = assert(package.searchpath("cachy.core", package.cpath))
+      local script = [[
+        package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
+        package.preload["cachy.core"] = package.loadlib(arg[1], "luaopen_cachy_core")
+        local cachy = require("cachy")
+        local backend = require("helpers.luastore").new()
+        backend.fail = "return"
+        local cache = cachy.new({ default = "a", stores = { a = { driver = "luatable" }, b = { driver = "luatable" } } })
+        cache:extend("luatable", backend:factory())
+        local wa = cache(function(x) return x end, { key = "a" })
+        local wb = cache("b", function(x) return x end, { key = "b" })
+        for i = 1, 5 do
+          assert(wa(i) == i)
+          assert(wb(i) == i)
+        end
+        io.stdout:write("done")
+      ]]
+      local path = os.tmpname()
+      local f = assert(io.open(path, "w"))
+      f:write(script)
+      f:close()
+      local p = assert(io.popen(string.format("%s %s %s 2>&1 >/dev/null", interp, path, core)))
+      local stderr = p:read("*a")
+      p:close()
+      os.remove(path)
+      assert.are.equal("cachy: store 'a' (luatable): backend down\n"
+        .. "cachy: store 'b' (luatable): backend down\n", stderr)
+    end)
+  end)
+
   for _, mode in ipairs({ "return", "raise" }) do
     describe("failing by " .. (mode == "return" and "returning nil, err" or "raising"), function()
       local c, errors
