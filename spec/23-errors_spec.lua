@@ -68,6 +68,15 @@ describe("misuse", function()
         "bad argument #1 to 'get' (key must be a non-empty string or a number, got no value)")
     end)
 
+    it("in put_many raise naming the table argument", function()
+      raises_at(here(), function() cache:put_many("k") end,
+        "bad argument #1 to 'put_many' (table expected, got string)")
+      raises_at(here(), function() repo:put_many({ [{}] = 1 }) end,
+        "bad argument #1 to 'put_many' (key must be a non-empty string or a number, got table)")
+      raises_at(here(), function() cache:put_many({ [""] = 1 }) end,
+        "bad argument #1 to 'put_many' (key must not be empty)")
+    end)
+
     it("in many must be a table", function()
       raises_at(here(), function() cache:many("k") end,
         "bad argument #1 to 'many' (table expected, got string)")
