@@ -82,3 +82,31 @@ install: all
 
 clean:
 	rm -rf build $(MODULE)
+
+# ---- fuzzing, soak and load tests (fuzz/README.md, soak/README.md) ----------
+# Harnesses are built with clang's libFuzzer, ASan and UBSan; each runs
+# FUZZ_SECONDS at nice 19. `make soak` and `make load` need the servers.
+
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+LUA_LIB      ?= -llua5.4
+FUZZ_CFLAGS  = -std=gnu11 -g -O1 -fno-omit-frame-pointer \
+               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+               -Wall -Wextra -Wshadow -Wno-unused-parameter -Icsrc -I$(HIREDIS_INC) -I$(LUA_INC)
+FUZZERS = build/fuzz/fuzz_decode build/fuzz/fuzz_file
+
+.PHONY: fuzz fuzzers soak load
+
+fuzzers: $(FUZZERS)
+
+build/fuzz/fuzz_decode: fuzz/fuzz_decode.c csrc/codec.c csrc/util.c csrc/hash.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_decode.c csrc/codec.c csrc/util.c csrc/hash.c \
+	  $(LUA_LIB) -lmsgpackc -lxxhash -lm
+
+build/fuzz/fuzz_file: fuzz/fuzz_file.c csrc/store_file.c csrc/util.c csrc/hash.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_file.c csrc/util.c csrc/hash.c -lxxhash -lm
+
+fuzz: deps all $(FUZZERS)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run $(notdir $(FUZZERS:build/fuzz/fuzz_%=%))

@@ -1,0 +1,179 @@
+-- fuzz/seeds.lua: writes the named seed inputs of fuzz/corpus/ and the
+-- hostile inputs of fuzz/regress/ (run once each by `make fuzz`).
+-- Run from the repository root after `make`: lua5.4 fuzz/seeds.lua
+-- Seeds are what the library itself writes (through a capturing store and
+-- a file store) plus MessagePack that other writers produce; the output is
+-- the same on every run.
+package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.cpath = "csrc/?.so;" .. package.cpath
+local cachy = require("cachy")
+
+local function writefile(path, bytes)
+  local f = assert(io.open(path, "wb"))
+  f:write(bytes)
+  f:close()
+end
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
+local function mkdir(dir)
+  assert(os.execute("mkdir -p '" .. dir .. "'"))
+end
+
+local function nest(n, leaf)
+  local v = leaf
+  for _ = 1, n do v = { v } end
+  return v
+end
+
+-- A store that keeps the last bytes it was given.
+local last
+local function capture_store()
+  local data = {}
+  return {
+    get = function(_, k) return data[k] end,
+    put = function(_, k, b) data[k] = b last = b return true end,
+    add = function(_, k, b) if data[k] then return false end data[k] = b last = b return true end,
+    forget = function(_, k) local had = data[k] ~= nil data[k] = nil return had end,
+    increment = function(_, k, n) local v = (tonumber(data[k]) or 0) + n data[k] = tostring(v) return v end,
+    flush = function() data = {} return true end,
+  }
+end
+
+local cache = cachy.new({ stores = { cap = { driver = "capture" } } })
+cache:extend("capture", capture_store)
+
+-- ---- decoder seeds ------------------------------------------------------
+
+local values = {
+  ["true"] = true, ["false"] = false,
+  ["int-zero"] = 0, ["int-neg"] = -1, ["int-max"] = math.maxinteger, ["int-min"] = math.mininteger,
+  ["float"] = 1.5, ["float-negzero"] = -0.0, ["float-inf"] = 1 / 0, ["float-neginf"] = -1 / 0,
+  ["float-nan"] = 0 / 0, ["float-integral"] = 10.0,
+  ["str-empty"] = "", ["str-short"] = "hello", ["str-digits"] = "10", ["str-300"] = ("x"):rep(300),
+  ["str-binary"] = "\0\1\255\n",
+  ["table-empty"] = {}, ["array"] = { 1, 2, 3 }, ["array-mixed"] = { 1, "two", 3.0, false },
+  ["map"] = { a = 1, b = { c = { d = true } } },
+  ["map-keys"] = { [true] = 1, [false] = 0, [1.5] = "f", [{ 1 }] = "table key", ["1"] = "s", [1] = "i" },
+  ["mixed"] = { 1, 2, x = 3 }, ["sparse"] = { [1] = 1, [1000000] = 2 },
+  ["array-20"] = {}, ["map-20"] = {},
+  ["nest-100"] = nest(99, "leaf"),
+}
+for i = 1, 20 do values["array-20"][i] = i * 1000 values["map-20"]["k" .. i] = { i } end
+
+local decode_dir = "fuzz/corpus/decode"
+mkdir(decode_dir)
+local names = {}
+for name in pairs(values) do names[#names + 1] = name end
+table.sort(names)
+for _, name in ipairs(names) do
+  last = nil
+  assert(cache:put("k", values[name]))
+  writefile(decode_dir .. "/value-" .. name, assert(last))
+end
+
+-- Decorator results: a tuple, nils kept by position.
+local tuples = {
+  ["none"] = function() end,
+  ["nil"] = function() return nil end,
+  ["three"] = function() return 1, nil, { a = "b" } end,
+  ["strings"] = function() return "x", "y" end,
+}
+names = {}
+for name in pairs(tuples) do names[#names + 1] = name end
+table.sort(names)
+for _, name in ipairs(names) do
+  last = nil
+  cache(tuples[name], { key = name })()
+  writefile(decode_dir .. "/tuple-" .. name, assert(last))
+end
+
+-- What other MessagePack writers produce.
+local foreign = {
+  ["nil"] = "\xc0",
+  ["float32"] = "\xca\x3f\xc0\x00\x00",
+  ["uint64-big"] = "\xcf\xff\xff\xff\xff\xff\xff\xff\xff",
+  ["int8"] = "\xd0\x80", ["int16"] = "\xd1\x80\x00", ["int32"] = "\xd2\x80\x00\x00\x00",
+  ["uint8"] = "\xcc\xff", ["uint16"] = "\xcd\xff\xff", ["uint32"] = "\xce\xff\xff\xff\xff",
+  ["fixint"] = "\x05", ["negfixint"] = "\xe0",
+  ["bin8"] = "\xc4\x03abc", ["bin16"] = "\xc5\x00\x02ab", ["bin32"] = "\xc6\x00\x00\x00\x01a",
+  ["str8"] = "\xd9\x02ab", ["str16"] = "\xda\x00\x01a", ["str32"] = "\xdb\x00\x00\x00\x01a",
+  ["array16"] = "\xdc\x00\x02\x01\x02", ["array32"] = "\xdd\x00\x00\x00\x01\xc3",
+  ["map16"] = "\xde\x00\x01\xa1k\x01", ["map32"] = "\xdf\x00\x00\x00\x01\x01\x02",
+  ["ext-fix1"] = "\xd4\x01\x00", ["ext8"] = "\xc7\x01\x05\x00", ["timestamp"] = "\xd6\xff\x00\x00\x00\x00",
+  ["text-int"] = "42", ["text-neg"] = "-42", ["text-max"] = "9223372036854775807",
+}
+names = {}
+for name in pairs(foreign) do names[#names + 1] = name end
+table.sort(names)
+for _, name in ipairs(names) do
+  writefile(decode_dir .. "/foreign-" .. name, foreign[name])
+end
+
+-- ---- hostile inputs: must fail at once, whatever their size -------------
+
+local hostile = {
+  ["array32-claims-4g"] = "\xdd\xff\xff\xff\xff",
+  ["map32-claims-4g"] = "\xdf\xff\xff\xff\xff",
+  ["str32-claims-4g"] = "\xdb\xff\xff\xff\xff",
+  ["bin32-claims-4g"] = "\xc6\xff\xff\xff\xff",
+  ["ext32-claims-4g"] = "\xc9\xff\xff\xff\xff\x01",
+  ["ext32-claims-2g"] = "\xc9\x7f\xff\xff\xff\x01",
+  ["array16-claims-64k"] = "\xdc\xff\xff",
+  ["nested-100000-arrays"] = ("\x91"):rep(100000) .. "\xc0",
+  ["nested-100000-maps"] = ("\x81\x01"):rep(100000) .. "\xc0",
+  ["nested-101-arrays"] = ("\x91"):rep(101) .. "\xc0",
+  ["nil-key"] = "\x81\xc0\x01",
+  ["nan-key"] = "\x81\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00\x01",
+  ["tuple-claims-4g"] = "\xdd\xff\xff\xff\xff\xc0",
+  ["never-used-byte"] = "\xc1",
+  ["array-of-100000-empty-arrays"] = "\xdd\x00\x01\x86\xa0" .. ("\x90"):rep(100000),
+}
+mkdir("fuzz/regress/decode")
+names = {}
+for name in pairs(hostile) do names[#names + 1] = name end
+table.sort(names)
+for _, name in ipairs(names) do
+  writefile("fuzz/regress/decode/" .. name, hostile[name])
+end
+
+-- ---- file store seeds: entries the store writes, under each control byte --
+
+local dir = sh("mktemp -d /tmp/cachy-seeds.XXXXXX"):gsub("%s+$", "")
+local files = cachy.new({ stores = { f = { driver = "file", path = dir } } })
+local entries = {
+  ["string"] = { "k", "hello" },
+  ["integer"] = { "k", 41 },
+  ["table"] = { "k", { 1, { a = true } } },
+  ["ttl"] = { "k", "for ten minutes", 10 },
+  ["other-key"] = { "kother", "v" },
+  ["max-integer"] = { "k", math.maxinteger },
+  ["long-key"] = { ("key"):rep(50), "v" },
+}
+local file_dir = "fuzz/corpus/file"
+mkdir(file_dir)
+names = {}
+for name in pairs(entries) do names[#names + 1] = name end
+table.sort(names)
+for _, name in ipairs(names) do
+  local e = entries[name]
+  assert(files:flush())
+  if e[3] then assert(files:put(e[1], e[2], e[3])) else assert(files:forever(e[1], e[2])) end
+  local path = sh("find '" .. dir .. "' -type f"):gsub("%s+$", "")
+  local f = assert(io.open(path, "rb"))
+  local bytes = f:read("*a")
+  f:close()
+  -- Operations 0-6 (bits 3-5); 0x07 keeps lengths, checksum and key right.
+  for op = 0, 6 do
+    writefile(string.format("%s/%s-op%d", file_dir, name, op), string.char(op * 8 + 7) .. bytes)
+  end
+  writefile(string.format("%s/%s-raw", file_dir, name), "\0" .. bytes)
+end
+writefile(file_dir .. "/foreign-text", "\0not a cache entry")
+files:close()
+os.execute("rm -rf '" .. dir .. "'")
