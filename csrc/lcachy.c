@@ -335,7 +335,8 @@ static void push_serializer(lua_State *L, repo_ud *r)
     lua_pushvalue(L, -2);
     lua_gettable(L, -2);
     if (!lua_istable(L, -1))
-        luaL_error(L, "serializer '%s' is not registered", lua_tostring(L, -3));
+        luaL_error(L, "serializer '%s' of store '%s' is not registered", lua_tostring(L, -3),
+                   cachy_store_name(r->st->store));
     lua_replace(L, -4);
     lua_pop(L, 2);
 }
@@ -351,11 +352,12 @@ static int encode_value(lua_State *L, repo_ud *r, int idx, int argn, const char 
     idx = lua_absindex(L, idx);
     if (lua_isnil(L, idx))
         luaL_argerror(L, argn, "nil cannot be stored; use forget to remove a key");
-    if (st->msgpack || cachy_isinteger(L, idx)) {
-        if (cachy_codec_encode(L, idx, root, &st->buf, why, sizeof why) != 0)
-            luaL_argerror(L, argn, why);
+    /* MessagePack is also the check of what can be stored, whatever the
+     * serializer, so every serializer refuses the same values the same way. */
+    if (cachy_codec_encode(L, idx, root, &st->buf, why, sizeof why) != 0)
+        luaL_argerror(L, argn, why);
+    if (st->msgpack || cachy_isinteger(L, idx))
         return 0;
-    }
     push_serializer(L, r);
     lua_getfield(L, -1, "serialize");
     lua_pushvalue(L, idx);
