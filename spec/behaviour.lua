@@ -812,6 +812,86 @@ return function(label, opts)
       end)
     end)
 
+    ----------------------------------------------------------------- tags
+
+    describe("tags", function()
+      case("tags_john_anne", "flushes by tag as SPEC section 6 shows", function()
+        local john, anne = { name = "John" }, { name = "Anne" }
+        cache:tags("people", "artists"):put("John", john, 10)
+        cache:tags({ "people", "authors" }):put("Anne", anne, 10)
+        assert.are.same(john, cache:tags("people", "artists"):get("John"))
+        assert.are.same(anne, cache:tags("people", "authors"):get("Anne"))
+        cache:tags("people", "authors"):flush()   -- removes John and Anne
+        assert.is_nil(cache:tags("people", "artists"):get("John"))
+        assert.is_nil(cache:tags("people", "authors"):get("Anne"))
+
+        cache:tags("people", "artists"):put("John", john, 10)
+        cache:tags({ "people", "authors" }):put("Anne", anne, 10)
+        cache:tags("authors"):flush()             -- removes Anne only
+        assert.are.same(john, cache:tags("people", "artists"):get("John"))
+        assert.is_nil(cache:tags("people", "authors"):get("Anne"))
+      end)
+
+      case("tags_namespace", "keeps tagged items apart from untagged ones and from other tag lists", function()
+        local t = cache:tags("a", "b")
+        assert.are.equal(true, t:put("k", "tagged"))
+        assert.are.equal(true, cache:put("k", "plain"))
+        assert.are.equal("tagged", t:get("k"))
+        assert.are.equal("plain", cache:get("k"))
+        assert.is_nil(cache:tags("b", "a"):get("k"))   -- reading needs the same ordered list
+        assert.is_nil(cache:tags("a"):get("k"))
+        t:flush()
+        assert.is_nil(t:get("k"))
+        assert.are.equal("plain", cache:get("k"))
+      end)
+
+      case("tags_methods", "have every repository method", function()
+        local t = cache:tags("m")
+        assert.are.equal(true, t:add("a", 1, 10))
+        assert.are.equal(false, t:add("a", 2, 10))
+        assert.are.equal(true, t:has("a"))
+        assert.are.equal(3, t:increment("a", 2))
+        assert.are.equal(2, t:decrement("a"))
+        assert.are.equal(true, t:forever("f", { 1, 2 }))
+        assert.are.equal(true, t:put_many({ x = "X", y = "Y" }, 10))
+        assert.are.same({ x = "X", y = "Y" }, t:many({ "x", "y", "z" }))
+        assert.are.equal("X", t:pull("x"))
+        assert.is_nil(t:get("x"))
+        assert.are.equal(true, t:forget("y"))
+        assert.are.equal(false, t:forget("y"))
+        local loads = counted(function() return "loaded" end)
+        assert.are.equal("loaded", t:remember("r", 10, loads.fn))
+        assert.are.equal("loaded", t:remember_forever("r", loads.fn))
+        assert.are.equal(1, loads.calls)
+        local f = counted(function(x) return x * 2 end)
+        local w = t(f.fn, { key = "double" })
+        assert.are.equal(4, w(2))
+        assert.are.equal(4, w(2))
+        assert.are.equal(1, f.calls)
+        t:flush()
+        for _, k in ipairs({ "a", "f", "r" }) do assert.is_nil(t:get(k)) end
+        assert.are.equal(4, w(2))
+        assert.are.equal(2, f.calls)
+        assert.are.equal(1, t:increment("a"))      -- starts again at 0 after the flush
+      end)
+
+      case("tags_flush_leaves_others", "flushing one tag keeps items of other tags and untagged items", function()
+        cache:tags("x"):put("k", 1, 10)
+        cache:tags("y"):put("k", 2, 10)
+        cache:put("k", 3, 10)
+        cache:tags("x"):flush()
+        assert.is_nil(cache:tags("x"):get("k"))
+        assert.are.equal(2, cache:tags("y"):get("k"))
+        assert.are.equal(3, cache:get("k"))
+      end)
+
+      case("tags_bad_names", "raise for tags that are not non-empty strings", function()
+        assert.has_error(function() cache:tags() end)
+        assert.has_error(function() cache:tags("") end)
+        assert.has_error(function() cache:tags({ "a", {} }) end)
+      end)
+    end)
+
     -- Every exception must name a case that exists, so typos cannot hide one.
     for name in pairs(exceptions) do
       assert(known[name], label .. ": exception for an unknown case '" .. name .. "'")
