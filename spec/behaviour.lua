@@ -15,6 +15,8 @@ local busted = require("busted")
 local assert = require("luassert")
 local system = require("system")
 local cachy = require("cachy")
+local util = require("helpers.util")
+local pack, counted, strict_diff, assert_strict = util.pack, util.counted, util.strict_diff, util.assert_strict
 
 local describe, it, pending = busted.describe, busted.it, busted.pending
 local before_each, after_each = busted.before_each, busted.after_each
@@ -23,66 +25,8 @@ local unpack = table.unpack or unpack
 local math_type = math.type          -- nil on LuaJIT: no integer subtype there
 local maxinteger, mininteger = math.maxinteger, math.mininteger
 
-local function pack(...)
-  return { n = select("#", ...), ... }
-end
-
 local function sleep(seconds)
   system.sleep(seconds)
-end
-
--- A function that counts its calls: f.calls, f.fn.
-local function counted(impl)
-  local c = { calls = 0 }
-  c.fn = function(...)
-    c.calls = c.calls + 1
-    return impl(...)
-  end
-  return c
-end
-
--- Why a and b differ, strictly (number subtypes, NaN, sign of zero,
--- metatables), or nil when they are the same value.
-local function strict_diff(a, b, path)
-  if type(a) ~= type(b) then
-    return string.format("%s: expected a %s, got a %s", path, type(a), type(b))
-  end
-  if type(a) == "number" then
-    if math_type and math_type(a) ~= math_type(b) then
-      return string.format("%s: expected a %s, got a %s", path, math_type(a), math_type(b))
-    end
-    if a ~= a then
-      return b == b and string.format("%s: expected NaN, got %s", path, tostring(b)) or nil
-    end
-    if a ~= b then
-      return string.format("%s: expected %.17g, got %.17g", path, a, b)
-    end
-    if a == 0 and math_type and math_type(a) == "float" and 1 / a ~= 1 / b then
-      return path .. ": the sign of zero was lost"
-    end
-    return nil
-  end
-  if type(a) == "table" then
-    if getmetatable(b) ~= nil then return path .. ": has a metatable" end
-    for k, v in pairs(a) do
-      local d = strict_diff(v, rawget(b, k), path .. "[" .. tostring(k) .. "]")
-      if d then return d end
-    end
-    for k in pairs(b) do
-      if rawget(a, k) == nil then return path .. ": unexpected key " .. tostring(k) end
-    end
-    return nil
-  end
-  if a ~= b then
-    return string.format("%s: expected %s, got %s", path, tostring(a), tostring(b))
-  end
-  return nil
-end
-
-local function assert_strict(expected, actual)
-  assert.are.same(expected, actual)
-  local d = strict_diff(expected, actual, "value")
-  assert.is_nil(d, d)
 end
 
 -- err is a backend failure of store 'main' whose cause matches tail_pattern.
