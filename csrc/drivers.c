@@ -5,6 +5,7 @@
 
 extern const cachy_store_ops cachy_memory_ops;
 extern const cachy_store_ops cachy_null_ops;
+extern const cachy_store_ops cachy_redis_ops;
 
 static const struct {
     const char *name;
@@ -13,6 +14,7 @@ static const struct {
     { "memory", &cachy_memory_ops },
     { "dict", &cachy_memory_ops },      /* Cachy's name for the memory driver */
     { "null", &cachy_null_ops },
+    { "redis", &cachy_redis_ops },
 };
 
 const cachy_store_ops *cachy_driver_find(const char *name)
