@@ -64,6 +64,7 @@ typedef enum cachy_opt_type {
 typedef struct cachy_field {
     const char *name;
     cachy_opt_type type;
+    int required;
 } cachy_field;
 
 typedef struct cachy_option {
@@ -164,6 +165,12 @@ void cachy_error_set(cachy_error *err, const cachy_store *s, cachy_errcode code,
     __attribute__((format(printf, 4, 5)))
 #endif
     ;
+
+/*
+ * Writes key into out (NUL-terminated) for messages: printable ASCII as is,
+ * other bytes as \xNN, cut with "..." past about 64 bytes.
+ */
+void cachy_quote_key(cachy_slice key, char *out, size_t outlen);
 
 /* Top-level integers are stored as decimal text so backends' INCR works. */
 int cachy_parse_int(cachy_slice s, int64_t *out);         /* 1 if s is exactly a decimal int64 */
