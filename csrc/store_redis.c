@@ -47,7 +47,6 @@
 /* SCAN's COUNT hint for flush, and the most keys one SCAN reply may carry. */
 #define SCAN_COUNT "1000"
 #define SCAN_MAX_KEYS 100000
-#define KEY_SHOWN 64
 #define TEXT_SHOWN 200
 #define READ_CHUNK 16384
 
@@ -83,30 +82,29 @@ typedef struct rconn {
 } rconn;
 
 static const cachy_field redis_fields[] = {
-    { "host", CACHY_OPT_STRING },
-    { "port", CACHY_OPT_INTEGER },
-    { "socket", CACHY_OPT_STRING },
-    { "db", CACHY_OPT_INTEGER },
-    { "username", CACHY_OPT_STRING },
-    { "password", CACHY_OPT_STRING },
-    { "connect_timeout", CACHY_OPT_NUMBER },
-    { "timeout", CACHY_OPT_NUMBER },
-    { NULL, CACHY_OPT_STRING },
+    { "host", CACHY_OPT_STRING, 0 },
+    { "port", CACHY_OPT_INTEGER, 0 },
+    { "socket", CACHY_OPT_STRING, 0 },
+    { "db", CACHY_OPT_INTEGER, 0 },
+    { "username", CACHY_OPT_STRING, 0 },
+    { "password", CACHY_OPT_STRING, 0 },
+    { "connect_timeout", CACHY_OPT_NUMBER, 0 },
+    { "timeout", CACHY_OPT_NUMBER, 0 },
+    { NULL, CACHY_OPT_STRING, 0 },
 };
 
 /* ---- text for error messages ------------------------------------------- */
 
-/* Bytes as a message shows them: at most `limit`, then "..."; bytes outside
- * printable ASCII (and, when `strict`, quotes and backslashes) as \xNN.
- * `out` holds limit * 4 + 4 bytes. */
-static const char *shown(const char *p, size_t n, size_t limit, int strict, char *out)
+/* A server's error text as a message shows it: at most TEXT_SHOWN bytes,
+ * then "..."; bytes outside printable ASCII as \xNN. */
+static const char *shown(const char *p, size_t n, char out[TEXT_SHOWN * 4 + 4])
 {
     static const char hex[] = "0123456789abcdef";
-    size_t i, k = n > limit ? limit : n;
+    size_t i, k = n > TEXT_SHOWN ? TEXT_SHOWN : n;
     char *o = out;
     for (i = 0; i < k; i++) {
         unsigned char ch = (unsigned char)p[i];
-        if (ch < 0x20 || ch > 0x7e || (strict && (ch == '\'' || ch == '\\'))) {
+        if (ch < 0x20 || ch > 0x7e) {
             *o++ = '\\';
             *o++ = 'x';
             *o++ = hex[ch >> 4];
@@ -439,7 +437,7 @@ static int handshake_error(cachy_store *s, rconn *c, const char *what, const rep
     drop(c);
     if (r->type == REDIS_REPLY_ERROR)
         cachy_error_set(err, s, CACHY_EBACKEND, "%s: %s", what,
-                        shown(r->str, r->len, TEXT_SHOWN, 0, text));
+                        shown(r->str, r->len, text));
     else
         cachy_error_set(err, s, CACHY_EBACKEND, "%s: unexpected reply", what);
     return -1;
@@ -544,7 +542,7 @@ static int bad_reply(cachy_store *s, const char *cmd, const reply *r, cachy_erro
 {
     char text[TEXT_SHOWN * 4 + 4];
     if (r->type == REDIS_REPLY_ERROR)
-        cachy_error_set(err, s, CACHY_EBACKEND, "%s", shown(r->str, r->len, TEXT_SHOWN, 0, text));
+        cachy_error_set(err, s, CACHY_EBACKEND, "%s", shown(r->str, r->len, text));
     else
         cachy_error_set(err, s, CACHY_EBACKEND, "unexpected reply type %d to %s", r->type, cmd);
     return -1;
@@ -730,7 +728,7 @@ static int redis_incr(cachy_store *s, cachy_slice key, int64_t by, int64_t *resu
 {
     const char *argv[3];
     size_t lens[3];
-    char num[24], k[KEY_SHOWN * 4 + 4];
+    char num[24], k[80];
     reply *r;
     int rc = 0;
     if (by < 0 && by != INT64_MIN)
@@ -744,12 +742,12 @@ static int redis_incr(cachy_store *s, cachy_slice key, int64_t by, int64_t *resu
     if (r->type == REDIS_REPLY_INTEGER) {
         *result = r->integer;
     } else if (error_is(r, "not an integer")) {
-        cachy_error_set(err, s, CACHY_ENOTINT, "value of key '%s' is not an integer",
-                        shown(key.ptr, key.len, KEY_SHOWN, 1, k));
+        cachy_quote_key(key, k, sizeof k);
+        cachy_error_set(err, s, CACHY_ENOTINT, "value of key '%s' is not an integer", k);
         rc = -1;
     } else if (error_is(r, "overflow")) {
-        cachy_error_set(err, s, CACHY_ERANGE, "increment of key '%s' overflows 64 bits",
-                        shown(key.ptr, key.len, KEY_SHOWN, 1, k));
+        cachy_quote_key(key, k, sizeof k);
+        cachy_error_set(err, s, CACHY_ERANGE, "increment of key '%s' overflows 64 bits", k);
         rc = -1;
     } else {
         rc = bad_reply(s, argv[0], r, err);
