@@ -26,6 +26,7 @@ typedef struct store_state {
     cachy_buf buf;            /* encoded values and fetched bytes */
     cachy_buf key;            /* decorator keys */
     cachy_buf batch;          /* put_many: keys and values side by side */
+    cachy_buf tkey;           /* a key in its tags' namespace */
     int64_t last_report_ms;   /* default on_error: one line a second per store */
 } store_state;
 
@@ -34,6 +35,8 @@ typedef struct manager_ud manager_ud;
 typedef struct repo_ud {
     manager_ud *mgr;
     store_state *st;
+    size_t ntags;             /* a tagged repository: its ordered tags */
+    cachy_slice *tags;        /* (strings kept alive by the uservalue) */
 } repo_ud;
 
 struct manager_ud {
@@ -215,6 +218,108 @@ static int check_ttl(lua_State *L, int idx, int64_t dflt_ms, int64_t *ms)
     return rc;
 }
 
+/* ---- store operations, in the repository's tag namespace --------------- */
+
+/* The key the store sees: for a tagged repository, the item's key in its
+ * tags' namespace (in st->tkey, valid until the next call). */
+static int scope(repo_ud *r, cachy_slice *key, char ns[33], cachy_error *err)
+{
+    store_state *st = r->st;
+    if (r->ntags == 0)
+        return 0;
+    if (cachy_tags_item_key(st->store, r->tags, r->ntags, *key, &st->tkey, ns, err) != 0)
+        return -1;
+    key->ptr = st->tkey.data;
+    key->len = st->tkey.len;
+    return 0;
+}
+
+static int r_get(repo_ud *r, cachy_slice key, cachy_buf *out, cachy_error *err)
+{
+    char ns[33];
+    if (scope(r, &key, ns, err) != 0)
+        return -1;
+    return cachy_get(r->st->store, key, out, err);
+}
+
+static int r_forget(repo_ud *r, cachy_slice key, cachy_error *err)
+{
+    char ns[33];
+    if (scope(r, &key, ns, err) != 0)
+        return -1;
+    return cachy_forget(r->st->store, key, err);
+}
+
+/* put (is_add 0) or add (1); tagged writes are recorded first and checked
+ * against a racing flush after (tags.c). */
+static int r_write(repo_ud *r, cachy_slice key, cachy_slice val, int64_t ttl_ms, int is_add,
+                   cachy_error *err)
+{
+    cachy_store *s = r->st->store;
+    char ns[33];
+    int rc;
+    if (scope(r, &key, ns, err) != 0)
+        return -1;
+    if (r->ntags && cachy_tags_record(s, r->tags, r->ntags, key, ttl_ms, err) != 0)
+        return -1;
+    rc = is_add ? cachy_add(s, key, val, ttl_ms, err) : cachy_put(s, key, val, ttl_ms, err);
+    if (rc >= 0 && r->ntags) {
+        int moved = cachy_tags_recheck(s, r->tags, r->ntags, key, ns, err);
+        if (moved < 0)
+            return -1;
+        if (moved && is_add)
+            rc = 0;
+    }
+    return rc;
+}
+
+static int r_incr(repo_ud *r, cachy_slice key, int64_t by, int64_t *result, cachy_error *err)
+{
+    cachy_store *s = r->st->store;
+    char ns[33];
+    int rc;
+    if (scope(r, &key, ns, err) != 0)
+        return -1;
+    if (r->ntags) {
+        /* record a counter once, when it is created, not at every step */
+        rc = cachy_get(s, key, &r->st->buf, err);
+        if (rc < 0 || (rc == 0 && cachy_tags_record(s, r->tags, r->ntags, key, 0, err) != 0))
+            return -1;
+    }
+    rc = cachy_incr(s, key, by, result, err);
+    if (rc == 0 && r->ntags && cachy_tags_recheck(s, r->tags, r->ntags, key, ns, err) < 0)
+        return -1;
+    return rc;
+}
+
+/* Tagged keys live in one scratch buffer each, so tagged batches go key by key. */
+static int r_many(repo_ud *r, const cachy_slice *keys, size_t n, cachy_buf *outs, int *found,
+                  cachy_error *err)
+{
+    size_t i;
+    if (r->ntags == 0)
+        return cachy_many(r->st->store, keys, n, outs, found, err);
+    for (i = 0; i < n; i++) {
+        int rc = r_get(r, keys[i], &outs[i], err);
+        if (rc < 0)
+            return -1;
+        found[i] = rc;
+    }
+    return 0;
+}
+
+static int r_put_many(repo_ud *r, const cachy_slice *keys, const cachy_slice *vals, size_t n,
+                      int64_t ttl_ms, cachy_error *err)
+{
+    size_t i;
+    if (r->ntags == 0)
+        return cachy_put_many(r->st->store, keys, vals, n, ttl_ms, err);
+    for (i = 0; i < n; i++)
+        if (r_write(r, keys[i], vals[i], ttl_ms, 0, err) < 0)
+            return -1;
+    return 0;
+}
+
 /* ---- values <-> bytes -------------------------------------------------- */
 
 /* Pushes the serializer table named by the store's slots, or raises. */
@@ -330,7 +435,7 @@ static int push_default(lua_State *L, int idx, int given)
 /* Fetches key; on a hit pushes the value. 1 hit, 0 miss, -1 failure (err). */
 static int fetch(lua_State *L, repo_ud *r, cachy_slice key, cachy_error *err)
 {
-    int rc = cachy_get(r->st->store, key, &r->st->buf, err);
+    int rc = r_get(r, key, &r->st->buf, err);
     if (rc != 1)
         return rc;
     return decode_value(L, r, key, r->st->buf.data, r->st->buf.len, err) == 0 ? 1 : -1;
@@ -358,7 +463,7 @@ static int m_has(lua_State *L)
     cachy_error err;
     int rc;
     prepare(L, r);
-    rc = cachy_get(r->st->store, key, &r->st->buf, &err);
+    rc = r_get(r, key, &r->st->buf, &err);
     if (rc < 0)
         return push_failure(L, &err);
     lua_pushboolean(L, rc == 1);
@@ -379,7 +484,7 @@ static int m_pull(lua_State *L)
         return push_default(L, 3, given);
     top = lua_gettop(L);
     prepare(L, r);      /* decoding may have run Lua code (a serializer) */
-    if (cachy_forget(r->st->store, key, &err) < 0)
+    if (r_forget(r, key, &err) < 0)
         return push_failure(L, &err);
     lua_settop(L, top);
     return 1;
@@ -395,7 +500,7 @@ static int store_value(lua_State *L, repo_ud *r, cachy_slice key, int vidx, int 
         luaL_argerror(L, vidx, "nil cannot be stored; use forget to remove a key");
     if (ttl_rc == TTL_EXPIRED) {
         prepare(L, r);
-        if (cachy_forget(r->st->store, key, &err) < 0)
+        if (r_forget(r, key, &err) < 0)
             return push_failure(L, &err);
         lua_pushboolean(L, 0);
         return 1;
@@ -407,8 +512,7 @@ static int store_value(lua_State *L, repo_ud *r, cachy_slice key, int vidx, int 
         cachy_slice val;
         val.ptr = r->st->buf.data;
         val.len = r->st->buf.len;
-        rc = is_add ? cachy_add(r->st->store, key, val, ttl_ms, &err)
-                    : cachy_put(r->st->store, key, val, ttl_ms, &err);
+        rc = r_write(r, key, val, ttl_ms, is_add, &err);
     }
     if (rc < 0)
         return push_failure(L, &err);
@@ -445,7 +549,7 @@ static int m_forget(lua_State *L)
     cachy_error err;
     int rc;
     prepare(L, r);
-    rc = cachy_forget(r->st->store, key, &err);
+    rc = r_forget(r, key, &err);
     if (rc < 0)
         return push_failure(L, &err);
     lua_pushboolean(L, rc == 1);
@@ -483,7 +587,7 @@ static int step(lua_State *L, int sign)
         by = -by;
     }
     prepare(L, r);
-    if (cachy_incr(r->st->store, key, by, &result, &err) < 0)
+    if (r_incr(r, key, by, &result, &err) < 0)
         return push_failure(L, &err);
     cachy_pushinteger(L, result);
     return 1;
@@ -497,7 +601,8 @@ static int m_flush(lua_State *L)
     repo_ud *r = to_repo(L);
     cachy_error err;
     prepare(L, r);
-    if (cachy_flush(r->st->store, &err) < 0)
+    if ((r->ntags ? cachy_tags_flush(r->st->store, r->tags, r->ntags, &err)
+                  : cachy_flush(r->st->store, &err)) < 0)
         return push_failure(L, &err);
     lua_pushboolean(L, 1);
     return 1;
@@ -542,7 +647,7 @@ static int m_many(lua_State *L)
         keys[i].ptr = lua_tolstring(L, -1, &keys[i].len);
         lua_pop(L, 1);      /* still referenced by the keys table */
     }
-    if (cachy_many(r->st->store, keys, n, outs, found, &err) < 0) {
+    if (r_many(r, keys, n, outs, found, &err) < 0) {
         rc = -1;
     } else {
         for (i = 0; i < n && rc == 0; i++) {
@@ -595,7 +700,7 @@ static int m_put_many(lua_State *L)
             lua_pushvalue(L, 4);
             k = check_key(L, 5);
             prepare(L, r);
-            if (cachy_forget(st->store, k, &err) < 0)
+            if (r_forget(r, k, &err) < 0)
                 return push_failure(L, &err);
             lua_settop(L, 4);
         }
@@ -635,7 +740,7 @@ static int m_put_many(lua_State *L)
         vals[i].len = offs[4 * i + 3];
     }
     prepare(L, r);
-    if (cachy_put_many(st->store, keys, vals, n, ms, &err) < 0)
+    if (r_put_many(r, keys, vals, n, ms, &err) < 0)
         return push_failure(L, &err);
     lua_pushboolean(L, 1);
     return 1;
@@ -668,6 +773,65 @@ static int m_prune(lua_State *L)
     if (cachy_prune(r->st->store, &err) < 0)
         return push_failure(L, &err);
     lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* tags("a", "b") or tags({ "a", "b" }): a repository whose items live in
+ * those tags' namespace (tags.c). */
+static int m_tags(lua_State *L)
+{
+    repo_ud *r = to_repo(L), *t;
+    int nargs = lua_gettop(L), from_list = nargs == 2 && lua_istable(L, 2);
+    int i, count = from_list ? (int)cachy_rawlen(L, 2) : nargs - 1, names;
+    lua_createtable(L, count, 0);
+    names = lua_gettop(L);
+    for (i = 1; i <= count; i++) {
+        int idx;
+        if (from_list) {
+            lua_rawgeti(L, 2, i);
+            idx = lua_gettop(L);
+        } else {
+            idx = i + 1;
+            lua_pushvalue(L, idx);
+        }
+        {
+            size_t len = 0;
+            int tt = lua_type(L, -1);
+            if (tt == LUA_TSTRING || tt == LUA_TNUMBER)
+                lua_tolstring(L, -1, &len);
+            if (len == 0)
+                luaL_argerror(L, from_list ? 2 : idx, "tag names must be non-empty strings");
+        }
+        lua_rawseti(L, names, i);
+        if (from_list)
+            lua_settop(L, names);
+    }
+    if (count == 0)
+        luaL_argerror(L, 2, "at least one tag is needed");
+    t = cachy_newuserdata(L, sizeof *t + (size_t)count * sizeof(cachy_slice));
+    t->mgr = r->mgr;
+    t->st = r->st;
+    t->ntags = (size_t)count;
+    t->tags = (cachy_slice *)(t + 1);
+    for (i = 0; i < count; i++) {
+        lua_rawgeti(L, names, i + 1);
+        t->tags[i].ptr = lua_tolstring(L, -1, &t->tags[i].len);
+        lua_pop(L, 1);          /* kept alive by the names table, in the uservalue */
+    }
+    luaL_getmetatable(L, REPO_MT);
+    lua_setmetatable(L, -2);
+    lua_createtable(L, 0, 2);
+    if (&r->mgr->dflt == r) {
+        lua_pushvalue(L, 1);
+    } else {
+        cachy_getuservalue(L, 1);
+        lua_getfield(L, -1, "manager");
+        lua_remove(L, -2);
+    }
+    lua_setfield(L, -2, "manager");
+    lua_pushvalue(L, names);
+    lua_setfield(L, -2, "tags");
+    cachy_setuservalue(L, -2);
     return 1;
 }
 
@@ -720,7 +884,7 @@ static int remember_common(lua_State *L, repo_ud *r, cachy_slice key, int ttl_rc
             prepare(L, r);      /* fn and the serializer may have used the store */
             val.ptr = r->st->buf.data;
             val.len = r->st->buf.len;
-            rc = cachy_put(r->st->store, key, val, ms, &err);
+            rc = r_write(r, key, val, ms, 0, &err);
             lua_settop(L, top + 1);
             if (rc == 0)
                 return 1;
@@ -772,7 +936,7 @@ static int decorated(lua_State *L)
     key.len = st->key.len;
     prepare(L, r);
     top = lua_gettop(L);
-    rc = cachy_get(st->store, key, &st->buf, &err);
+    rc = r_get(r, key, &st->buf, &err);
     if (rc == 1) {
         nres = cachy_codec_decode_tuple(L, st->buf.data, st->buf.len, why, sizeof why);
         if (nres >= 0)
@@ -815,7 +979,7 @@ static int decorated(lua_State *L)
             return luaL_error(L, "not enough memory");
         key.ptr = st->key.data;
         key.len = st->key.len;
-        rc = cachy_put(st->store, key, val, ms, &err);
+        rc = r_write(r, key, val, ms, 0, &err);
         lua_settop(L, top + nres);
         if (rc < 0)
             report(L, r, &err);
@@ -1036,6 +1200,7 @@ static void close_all(lua_State *L, manager_ud *mgr, int release)
             cachy_buf_free(&st->buf);
             cachy_buf_free(&st->key);
             cachy_buf_free(&st->batch);
+            cachy_buf_free(&st->tkey);
             st->store = NULL;
         }
     }
@@ -1203,6 +1368,7 @@ static int core_new(lua_State *L)
         st->slots_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
         r = cachy_newuserdata(L, sizeof *r);
+        memset(r, 0, sizeof *r);
         r->mgr = mgr;
         r->st = st;
         luaL_getmetatable(L, REPO_MT);
@@ -1269,6 +1435,7 @@ static const luaL_Reg repo_methods[] = {
     { "flush", m_flush },
     { "stats", m_stats },
     { "prune", m_prune },
+    { "tags", m_tags },
     { NULL, NULL },
 };
 
