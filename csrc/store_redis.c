@@ -22,6 +22,9 @@
  *    flight can return before allocating; bytes buffered for one reply are
  *    capped as well.
  *
+ * Name resolution (getaddrinfo) is not bounded by connect_timeout: give
+ * `host` as an address where that matters.
+ *
  * A connection that failed, timed out or sent something unreadable is freed
  * at once and never reused: a late reply can never be read as the answer to
  * a later command. The next call connects again (AUTH and SELECT included).
@@ -566,7 +569,7 @@ static int too_big(cachy_store *s, cachy_slice val, cachy_error *err)
 
 static int bad_option(cachy_store *s, const char *name, const char *must, cachy_error *err)
 {
-    cachy_error_set(err, s, CACHY_EMISUSE, "option '%s' must be %s", name, must);
+    cachy_error_set(err, s, CACHY_EMISUSE, "field '%s' must be %s", name, must);
     return -1;
 }
 
