@@ -336,18 +336,20 @@ static void push_serializer(lua_State *L, repo_ud *r)
     lua_pop(L, 2);
 }
 
-/* Encodes the value at idx into st->buf. Unstorable values raise (misuse);
- * a user serializer's failure returns -1 with err set. */
-static int encode_value(lua_State *L, repo_ud *r, int idx, cachy_error *err)
+/* Encodes the value at idx into st->buf. Unstorable values raise (misuse),
+ * blaming argument `argn` and naming the path from `root`; a user
+ * serializer's failure returns -1 with err set. */
+static int encode_value(lua_State *L, repo_ud *r, int idx, int argn, const char *root,
+                        cachy_error *err)
 {
     store_state *st = r->st;
     char why[256];
     idx = lua_absindex(L, idx);
     if (lua_isnil(L, idx))
-        luaL_argerror(L, idx, "nil cannot be stored; use forget to remove a key");
+        luaL_argerror(L, argn, "nil cannot be stored; use forget to remove a key");
     if (st->msgpack || cachy_isinteger(L, idx)) {
-        if (cachy_codec_encode(L, idx, "value", &st->buf, why, sizeof why) != 0)
-            luaL_argerror(L, idx, why);
+        if (cachy_codec_encode(L, idx, root, &st->buf, why, sizeof why) != 0)
+            luaL_argerror(L, argn, why);
         return 0;
     }
     push_serializer(L, r);
@@ -505,7 +507,7 @@ static int store_value(lua_State *L, repo_ud *r, cachy_slice key, int vidx, int 
         lua_pushboolean(L, 0);
         return 1;
     }
-    if (encode_value(L, r, vidx, &err) != 0)
+    if (encode_value(L, r, vidx, vidx, "value", &err) != 0)
         return push_failure(L, &err);
     prepare(L, r);      /* after the serializer, which may run Lua code */
     {
@@ -724,8 +726,13 @@ static int m_put_many(lua_State *L)
         if (cachy_buf_append(&st->batch, k.ptr, k.len) != 0)
             return luaL_error(L, "not enough memory");
         lua_pop(L, 1);
-        if (encode_value(L, r, -1, &err) != 0)
-            return push_failure(L, &err);
+        {
+            char q[96], root[112];
+            cachy_quote_key(k, q, sizeof q);
+            snprintf(root, sizeof root, "values['%s']", q);
+            if (encode_value(L, r, -1, 2, root, &err) != 0)
+                return push_failure(L, &err);
+        }
         offs[4 * i + 2] = st->batch.len;
         offs[4 * i + 3] = st->buf.len;
         if (cachy_buf_append(&st->batch, st->buf.data, st->buf.len) != 0)
@@ -880,7 +887,7 @@ static int remember_common(lua_State *L, repo_ud *r, cachy_slice key, int ttl_rc
     lua_pop(L, 1);
     if (ttl_rc == TTL_OK) {
         cachy_slice val;
-        if (encode_value(L, r, top + 1, &err) == 0) {
+        if (encode_value(L, r, top + 1, top + 1, "value", &err) == 0) {
             prepare(L, r);      /* fn and the serializer may have used the store */
             val.ptr = r->st->buf.data;
             val.len = r->st->buf.len;
