@@ -473,9 +473,11 @@ describe("redis", function()
       -- A child interpreter with SIGPIPE at its default action (termination),
       -- as most applications have it: it must survive and report the error.
       local f = fake.start("hangup")
-      finally(function() f:stop() end)
       local script = os.tmpname()
-      finally(function() os.remove(script) end)
+      finally(function()    -- one finally per test: a second would replace the first
+        f:stop()
+        os.remove(script)
+      end)
       local out = assert(io.open(script, "w"))
       out:write(string.format([[
 local cachy = require("cachy")

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 # fake_server.py MODE [REPLY]: a TCP server on a free 127.0.0.1 port that
 # behaves the way a hung or broken server does, for the fault specs. Prints
-# the port on stdout, then serves until it is killed by PID.
+# "PORT PID" on stdout (its own PID: `python3` may be a wrapper script), then
+# serves until it is killed by that PID.
 #   silent        accepts every connection and never reads or answers
 #   reply REPLY   answers every request it reads with REPLY, given with
 #                 Python escapes ("*3\r\n" for a 3-element array header)
@@ -10,6 +11,7 @@
 #                 writing: the client's next write fails with EPIPE, which
 #                 raises SIGPIPE unless the writer asked not to
 import codecs
+import os
 import socket
 import struct
 import sys
@@ -22,7 +24,7 @@ reply = codecs.escape_decode(sys.argv[2])[0] if mode == "reply" else b""
 listener = socket.socket()
 listener.bind(("127.0.0.1", 0))
 listener.listen(64)
-print(listener.getsockname()[1], flush=True)
+print(listener.getsockname()[1], os.getpid(), flush=True)
 sys.stdout.close()
 
 
