@@ -177,3 +177,49 @@ end
 writefile(file_dir .. "/foreign-text", "\0not a cache entry")
 files:close()
 os.execute("rm -rf '" .. dir .. "'")
+
+-- ---- Redis replies: records as fuzz_redis_reply.c reads them --------------
+
+local function rec(s)
+  assert(#s < 255)
+  return string.char(#s) .. s
+end
+local IDLE = "\1"          -- the idle check finds nothing pending
+local redis = {
+  ["get-hit"] = "\0" .. "\0" .. IDLE .. rec("$5\r\nhello\r\n"),
+  ["get-miss"] = "\0" .. "\0" .. IDLE .. rec("$-1\r\n"),
+  ["get-error"] = "\0" .. "\0" .. IDLE .. rec("-ERR wrong kind\r\n"),
+  ["get-two-reads"] = "\0" .. "\0" .. IDLE .. rec("$5\r\nhe") .. rec("llo\r\n"),
+  ["get-closed"] = "\0" .. "\0" .. IDLE .. "\0",
+  ["get-timeout"] = "\0" .. "\0" .. IDLE .. "\255",
+  ["get-idle-closed"] = "\0" .. "\0" .. "\0" .. rec("$1\r\nx\r\n"),
+  ["put"] = "\0" .. "\1" .. IDLE .. rec("+OK\r\n"),
+  ["put-ttl"] = "\0" .. "\21" .. IDLE .. rec("+OK\r\n"),
+  ["add-stored"] = "\0" .. "\2" .. IDLE .. rec("+OK\r\n"),
+  ["add-present"] = "\0" .. "\2" .. IDLE .. rec("$-1\r\n"),
+  ["forget"] = "\0" .. "\3" .. IDLE .. rec(":1\r\n"),
+  ["incr"] = "\0" .. "\4" .. IDLE .. rec(":42\r\n"),
+  ["decr-not-int"] = "\0" .. "\14" .. IDLE .. rec("-ERR value is not an integer or out of range\r\n"),
+  ["incr-overflow"] = "\0" .. "\24" .. IDLE .. rec("-ERR increment or decrement would overflow\r\n"),
+  ["flush-prefix"] = "\0" .. "\5" .. IDLE .. rec("*2\r\n$1\r\n0\r\n*2\r\n$5\r\napp:1\r\n$5\r\napp:2\r\n")
+    .. IDLE .. rec(":2\r\n"),
+  ["flush-prefix-two-rounds"] = "\0" .. "\5" .. IDLE .. rec("*2\r\n$2\r\n17\r\n*1\r\n$5\r\napp:1\r\n")
+    .. IDLE .. rec(":1\r\n") .. IDLE .. rec("*2\r\n$1\r\n0\r\n*0\r\n"),
+  ["flush-all"] = "\0" .. "\6" .. IDLE .. rec("+OK\r\n"),
+  ["many"] = "\0" .. "\7" .. IDLE .. rec("*3\r\n$1\r\n1\r\n$-1\r\n$1\r\n3\r\n"),
+  ["put-many"] = "\0" .. "\8" .. IDLE .. rec("+OK\r\n+OK\r\n"),
+  ["put-many-error"] = "\0" .. "\8" .. IDLE .. rec("-OOM command not allowed\r\n+OK\r\n"),
+  ["auth-select"] = "\3" .. rec("+OK\r\n+OK\r\n") .. "\0" .. IDLE .. rec("$1\r\nv\r\n"),
+  ["auth-refused"] = "\1" .. rec("-WRONGPASS invalid username-password pair\r\n"),
+  ["connect-refused"] = "\4",
+  ["reopen"] = "\0" .. "\9" .. "\0" .. IDLE .. rec("$1\r\nv\r\n"),
+  ["sequence"] = "\0" .. "\1" .. IDLE .. rec("+OK\r\n") .. "\0" .. IDLE .. rec("$5\r\nvalue\r\n")
+    .. "\4" .. IDLE .. rec(":1\r\n") .. "\3" .. IDLE .. rec(":1\r\n"),
+}
+mkdir("fuzz/corpus/redis_reply")
+names = {}
+for name in pairs(redis) do names[#names + 1] = name end
+table.sort(names)
+for _, name in ipairs(names) do
+  writefile("fuzz/corpus/redis_reply/" .. name, redis[name])
+end
