@@ -59,8 +59,12 @@ deps:
 demo: deps all
 	$(LUA) -e 'package.path="lua/?.lua;lua/?/init.lua;"..package.path; package.cpath="csrc/?.so;"..package.cpath' examples/quickstart.lua
 
-check: deps all luajit
-	spec/run
+# The suite under Lua 5.4 and LuaJIT, the rock, then 5.4 once more on the
+# ASan + UBSan build; one "N passed, N failed" line counts them all.
+check: deps all luajit $(MODULE_ASAN)
+	CACHY_ASAN_CPATH=build/asan/?.so \
+	  CACHY_ASAN_PRELOAD="$$($(CC) -print-file-name=libasan.so):$$($(CC) -print-file-name=libubsan.so)" \
+	  spec/run
 
 asan: deps $(MODULE_ASAN)
 	CACHY_CPATH=build/asan/?.so CACHY_ONLY_LUA54=1 \

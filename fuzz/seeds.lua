@@ -2,8 +2,8 @@
 -- hostile inputs of fuzz/regress/ (run once each by `make fuzz`).
 -- Run from the repository root after `make`: lua5.4 fuzz/seeds.lua
 -- Seeds are what the library itself writes (through a capturing store and
--- a file store) plus MessagePack that other writers produce; the output is
--- the same on every run.
+-- a file store) plus MessagePack that other writers produce. Only the
+-- order of map entries (Lua's table order) differs between runs.
 package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
 package.cpath = "csrc/?.so;" .. package.cpath
 local cachy = require("cachy")
@@ -150,7 +150,7 @@ local entries = {
   ["string"] = { "k", "hello" },
   ["integer"] = { "k", 41 },
   ["table"] = { "k", { 1, { a = true } } },
-  ["ttl"] = { "k", "for ten minutes", 10 },
+  ["expiry"] = { "k", "until 2100", { year = 2100, month = 1, day = 1, hour = 0 } },
   ["other-key"] = { "kother", "v" },
   ["max-integer"] = { "k", math.maxinteger },
   ["long-key"] = { ("key"):rep(50), "v" },
