@@ -64,6 +64,7 @@ typedef enum cachy_opt_type {
 typedef struct cachy_field {
     const char *name;
     cachy_opt_type type;
+    int required;
 } cachy_field;
 
 typedef struct cachy_option {
@@ -152,6 +153,25 @@ int cachy_put_many(cachy_store *s, const cachy_slice *keys, const cachy_slice *v
 int cachy_stats_of(cachy_store *s, cachy_stats *out, cachy_error *err);                /* 0, -1 (driver has none: EMISUSE) */
 int cachy_prune(cachy_store *s, cachy_error *err);                                     /* 0, -1 (driver has none: EMISUSE) */
 
+/* ---- tags (tags.c) ---------------------------------------------------- */
+
+/*
+ * The key of `key` under the ordered tag list, into out; ns receives the
+ * namespace (32 hex digits) for cachy_tags_recheck. Creates missing tag
+ * versions. 0 ok, -1 error.
+ */
+int cachy_tags_item_key(cachy_store *s, const cachy_slice *tags, size_t n, cachy_slice key,
+                        cachy_buf *out, char ns[33], cachy_error *err);
+/* Before a tagged write: record item_key under each tag's version. 0, -1 */
+int cachy_tags_record(cachy_store *s, const cachy_slice *tags, size_t n, cachy_slice item_key,
+                      int64_t ttl_ms, cachy_error *err);
+/* After a tagged write: if a flush moved the namespace meanwhile, remove
+ * what was written. 0 kept, 1 removed, -1 error. */
+int cachy_tags_recheck(cachy_store *s, const cachy_slice *tags, size_t n, cachy_slice item_key,
+                       const char ns[33], cachy_error *err);
+/* Bumps each tag's version and deletes what the old version recorded. 0, -1 */
+int cachy_tags_flush(cachy_store *s, const cachy_slice *tags, size_t n, cachy_error *err);
+
 /* ---- helpers for drivers ----------------------------------------------- */
 
 /*
@@ -164,6 +184,12 @@ void cachy_error_set(cachy_error *err, const cachy_store *s, cachy_errcode code,
     __attribute__((format(printf, 4, 5)))
 #endif
     ;
+
+/*
+ * Writes key into out (NUL-terminated) for messages: printable ASCII as is,
+ * other bytes as \xNN, cut with "..." past about 64 bytes.
+ */
+void cachy_quote_key(cachy_slice key, char *out, size_t outlen);
 
 /* Top-level integers are stored as decimal text so backends' INCR works. */
 int cachy_parse_int(cachy_slice s, int64_t *out);         /* 1 if s is exactly a decimal int64 */

@@ -4,7 +4,7 @@
  */
 #include "store.h"
 
-static const cachy_field null_fields[] = { { NULL, CACHY_OPT_STRING } };
+static const cachy_field null_fields[] = { { NULL, CACHY_OPT_STRING, 0 } };
 
 static int null_open(cachy_store *s, cachy_error *err) { (void)s; (void)err; return 0; }
 

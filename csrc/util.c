@@ -159,12 +159,39 @@ void cachy_error_set(cachy_error *err, const cachy_store *s, cachy_errcode code,
     err->msg[0] = '\0';
     if (s != NULL) {
         int k = snprintf(err->msg, sizeof err->msg, "store '%s' (%s%s%s): ", s->name,
-                         s->ops ? s->ops->name : s->driver, s->address[0] ? " " : "", s->address);
+                         s->driver, s->address[0] ? " " : "", s->address);
         used = k < 0 ? 0 : (size_t)k >= sizeof err->msg ? sizeof err->msg - 1 : (size_t)k;
     }
     va_start(ap, fmt);
     vsnprintf(err->msg + used, sizeof err->msg - used, fmt, ap);
     va_end(ap);
+}
+
+void cachy_quote_key(cachy_slice key, char *out, size_t outlen)
+{
+    static const char digits[] = "0123456789abcdef";
+    size_t i, o = 0;
+    if (outlen == 0)
+        return;
+    for (i = 0; i < key.len; i++) {
+        unsigned char c = (unsigned char)key.ptr[i];
+        if (o + 8 >= outlen || o >= 64) {
+            if (o + 4 <= outlen) {
+                memcpy(out + o, "...", 3);
+                o += 3;
+            }
+            break;
+        }
+        if (c >= 0x20 && c < 0x7f && c != '\\') {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = digits[c >> 4];
+            out[o++] = digits[c & 15];
+        }
+    }
+    out[o] = '\0';
 }
 
 /* ---- decimal integers -------------------------------------------------- */

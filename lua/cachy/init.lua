@@ -1,0 +1,137 @@
+-- cachy: one cache manager, named stores, the same semantics on every store.
+-- This module validates the configuration (so a typo is named where it is
+-- made) and hands it to the C core, which does the rest.
+local core = require("cachy.core")
+
+local M = { _VERSION = "cachy scm" }
+
+local TOP_FIELDS = {
+  default = "string", prefix = "string", serializer = "string",
+  minutes = "number", on_error = "function", stores = "table",
+}
+
+-- Fields every store takes, whatever its driver.
+local COMMON_FIELDS = { driver = "string", prefix = "string", serializer = "string" }
+
+local function fail(fmt, ...)
+  error("cachy.new: " .. string.format(fmt, ...), 0)
+end
+
+local function is_integer(v)
+  return type(v) == "number" and v == math.floor(v) and v > -math.huge and v < math.huge
+end
+
+local function has_type(v, want)
+  if want == "integer" then return is_integer(v) end
+  if want == "list" then
+    if type(v) ~= "table" then return false end
+    local n = 0
+    for _ in pairs(v) do n = n + 1 end
+    for i = 1, n do
+      if type(v[i]) ~= "string" then return false end
+    end
+    return true
+  end
+  return type(v) == want
+end
+
+local function type_name(want)
+  if want == "list" then return "a list of strings" end
+  if want == "integer" then return "an integer" end
+  return "a " .. want
+end
+
+local function check_store(name, store)
+  if type(store) ~= "table" then
+    fail("store '%s' must be a table, got %s", name, type(store))
+  end
+  if store.driver == nil then fail("store '%s' field 'driver' is required", name) end
+  local fields, required = core.driver_fields(type(store.driver) == "string" and store.driver or "")
+  for field, value in pairs(store) do
+    if type(field) ~= "string" then
+      fail("store '%s' has a field named by a %s", name, type(field))
+    end
+    local want = COMMON_FIELDS[field] or (fields and fields[field])
+    if want == nil and fields then
+      fail("store '%s' has no field '%s'", name, field)
+    end
+    if want and not has_type(value, want) then
+      fail("store '%s' field '%s' must be %s, got %s", name, field, type_name(want), type(value))
+    end
+  end
+  for field in pairs(required or {}) do
+    if store[field] == nil then fail("store '%s' field '%s' is required", name, field) end
+  end
+end
+
+local function validate(config)
+  if config == nil then
+    return { default = "memory", stores = { memory = { driver = "memory" } } }
+  end
+  if type(config) ~= "table" then fail("config must be a table, got %s", type(config)) end
+  for key, value in pairs(config) do
+    local want = TOP_FIELDS[key]
+    if want == nil then fail("config has no field '%s'", tostring(key)) end
+    if type(value) ~= want then
+      fail("config.%s must be a %s, got %s", key, want, type(value))
+    end
+  end
+  local out = {}
+  for k, v in pairs(config) do out[k] = v end
+  if config.stores == nil then
+    out.stores = { memory = { driver = "memory" } }
+  end
+  local count, only = 0, nil
+  for name, store in pairs(out.stores) do
+    if type(name) ~= "string" or name == "" then
+      fail("config.stores must be keyed by store names (strings)")
+    end
+    check_store(name, store)
+    count, only = count + 1, name
+  end
+  if count == 0 then fail("config.stores is empty") end
+  if out.default == nil then
+    if count > 1 then fail("config.default is required when several stores are configured") end
+    out.default = only
+  elseif out.stores[out.default] == nil then
+    fail("config.default names store '%s', which is not defined", out.default)
+  end
+  return out
+end
+
+-- The json serializer, through lua-cjson when it is installed.
+local function json_serializer()
+  local cjson
+  local function load()
+    if cjson then return cjson end
+    local ok, mod = pcall(require, "cjson.safe")
+    if not ok then
+      error("serializer 'json' needs lua-cjson (Debian: apt-get install lua-cjson; or luarocks install lua-cjson)", 0)
+    end
+    cjson = mod.new and mod.new() or mod
+    if cjson.encode_invalid_numbers then cjson.encode_invalid_numbers(true) end
+    return cjson
+  end
+  return {
+    serialize = function(value)
+      local text, err = load().encode(value)
+      if text == nil then error(err, 0) end
+      return text
+    end,
+    unserialize = function(text)
+      local value, err = load().decode(text)
+      if value == nil and err then error(err, 0) end
+      return value
+    end,
+  }
+end
+
+function M.new(config)
+  local ok, valid = pcall(validate, config)
+  if not ok then error(valid, 2) end
+  return core.new(valid, { json = json_serializer() })
+end
+
+M.CacheManager = M.new
+
+return M

@@ -1,0 +1,44 @@
+rockspec_format = "3.0"
+package = "cachy"
+version = "scm-1"
+source = {
+  url = "git+file:///dev/null",
+}
+description = {
+  summary = "One cache API for Lua: memory, file, Redis, Memcached and your own stores",
+  detailed = [[
+A caching library with a C core, modelled on Python's Cachy and Laravel's
+cache: named stores behind one manager, the same semantics on every store,
+tags, MessagePack values, and a manager that is itself a memoizing decorator.
+]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.1",
+}
+external_dependencies = {
+  HIREDIS = { header = "hiredis/hiredis.h", library = "hiredis" },
+  LIBMEMCACHED = { header = "libmemcached/memcached.h", library = "memcached" },
+  MSGPACK = { header = "msgpack.h", library = "msgpackc" },
+  XXHASH = { header = "xxhash.h", library = "xxhash" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    cachy = "lua/cachy/init.lua",
+    ["cachy.core"] = {
+      sources = {
+        "csrc/lcachy.c", "csrc/codec.c", "csrc/manager.c", "csrc/drivers.c", "csrc/util.c",
+        "csrc/hash.c", "csrc/store_memory.c", "csrc/store_null.c", "csrc/store_lua.c",
+      },
+      defines = { "_GNU_SOURCE" },
+      incdirs = { "$(HIREDIS_INCDIR)", "$(HIREDIS_INCDIR)/hiredis", "$(LIBMEMCACHED_INCDIR)",
+                  "$(MSGPACK_INCDIR)", "$(XXHASH_INCDIR)" },
+      libdirs = { "$(HIREDIS_LIBDIR)", "$(LIBMEMCACHED_LIBDIR)", "$(MSGPACK_LIBDIR)", "$(XXHASH_LIBDIR)" },
+      libraries = { "hiredis", "memcached", "msgpackc", "xxhash" },
+    },
+  },
+}
+test = {
+  type = "busted",
+}
