@@ -24,16 +24,17 @@
 #define MC_HASH_MARK "~h"           /* hashed form: head "~h" 32 hex digits */
 #define MC_HASHED_MAX (MC_HEAD_MAX + 2 + 32)
 #define MC_RELATIVE_MAX 2592000     /* 30 days: longer lifetimes are absolute times */
-#define MC_ATTEMPTS 2               /* a call and its rerun on the next server */
+#define MC_ATTEMPTS 3               /* tries of a single-key call (see try_again) */
 #define MC_INCR_TRIES 200           /* compare-and-swap rounds before giving up */
 #define MC_RETRY_SECONDS 2          /* a failed server is left out this long */
+#define MC_NO_FAILURE_LIMIT 1000000000
 #define MC_DEFAULT_PORT 11211
 
 static const cachy_field memcached_fields[] = {
-    { "servers", CACHY_OPT_LIST },
-    { "connect_timeout", CACHY_OPT_NUMBER },
-    { "timeout", CACHY_OPT_NUMBER },
-    { NULL, CACHY_OPT_STRING },
+    { "servers", CACHY_OPT_LIST, 0 },
+    { "connect_timeout", CACHY_OPT_NUMBER, 0 },
+    { "timeout", CACHY_OPT_NUMBER, 0 },
+    { NULL, CACHY_OPT_STRING, 0 },
 };
 
 typedef struct mc_state {
@@ -111,28 +112,14 @@ static cachy_slice wire_key(mc_state *st, cachy_slice k)
     return w;
 }
 
-/* The user's key for messages: without the prefix, non-printables as \xNN, cut at 64 bytes. */
+/* The caller's key for messages: without the store's prefix, quoted. */
 static void key_for_message(const cachy_store *s, cachy_slice k, char *out, size_t outsz)
 {
-    size_t i, o = 0;
     if (k.len >= s->prefix_len && memcmp(k.ptr, s->prefix, s->prefix_len) == 0) {
         k.ptr += s->prefix_len;
         k.len -= s->prefix_len;
     }
-    for (i = 0; i < k.len && i < 64; i++) {
-        unsigned char c = (unsigned char)k.ptr[i];
-        if (o + 5 >= outsz)
-            break;
-        if (c >= 0x20 && c < 0x7f && c != '\\')
-            out[o++] = (char)c;
-        else
-            o += (size_t)snprintf(out + o, outsz - o, "\\x%02X", c);
-    }
-    if (i < k.len && o + 4 < outsz) {
-        memcpy(out + o, "...", 3);
-        o += 3;
-    }
-    out[o] = '\0';
+    cachy_quote_key(k, out, outsz);
 }
 
 /* ---- lifetimes and integers -------------------------------------------- */
@@ -370,11 +357,39 @@ static const memcached_instance_st *owner_of(mc_state *st, cachy_slice wk)
     return inst;
 }
 
-/* Whether a call that failed with rc on owner runs again, after ejecting it. */
-static int retry_elsewhere(mc_state *st, memcached_return_t rc, const memcached_instance_st *owner,
-                           int attempt)
+/* The tries of one call. */
+typedef struct mc_try {
+    int failures, limit;
+    int reconnected;
+} mc_try;
+
+static void try_init(mc_try *t, int limit)
 {
-    if (st->nservers < 2 || owner == NULL || !is_server_failure(rc) || attempt + 1 >= MC_ATTEMPTS)
+    t->failures = 0;
+    t->limit = limit;
+    t->reconnected = 0;
+}
+
+/*
+ * Whether a call that failed with rc on owner runs again. A connection that
+ * was open when the call began may just have been closed by the server
+ * (idle timeout, restart): the call first runs again on a new connection to
+ * the same server. Then, with several servers, the server is ejected and
+ * the call runs on the key's new owner. A timeout is never tried again on
+ * the same server, so a call waits out one timeout per failed server.
+ * (Whether a Unix socket was open is not known: no same-server rerun there.)
+ */
+static int try_again(mc_state *st, mc_try *t, memcached_return_t rc,
+                     const memcached_instance_st *owner)
+{
+    if (!is_server_failure(rc) || ++t->failures >= t->limit)
+        return 0;
+    if (st->was_connected && rc != MEMCACHED_TIMEOUT && !t->reconnected) {
+        t->reconnected = 1;
+        memcached_quit(st->mc);
+        return 1;
+    }
+    if (st->nservers < 2 || owner == NULL)
         return 0;
     eject(st, owner);
     return 1;
@@ -568,7 +583,13 @@ static int mc_open(cachy_store *s, cachy_error *err)
     connect_ms = (int32_t)ceil(st->connect_timeout * 1000);
     io_ms = (int32_t)ceil(st->timeout * 1000);
     /* Non-blocking sockets, so that every wait is a poll bounded by the
-     * timeouts below; libmemcached's defaults would otherwise apply. */
+     * timeouts below; libmemcached's defaults would otherwise apply.
+     * REMOVE_FAILED_SERVERS makes the ketama continuum leave out a server
+     * until its retry time, and RETRY_TIMEOUT is how long libmemcached
+     * itself stops connecting to a server that refused. Its own ejection,
+     * after SERVER_FAILURE_LIMIT failed connects, is set out of reach: it
+     * would eject a server that comes back once more before trying it, and
+     * eject() below already takes a server out after any failure. */
     if (memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, 1) != MEMCACHED_SUCCESS ||
         memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_NO_BLOCK, 1) != MEMCACHED_SUCCESS ||
         memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_TCP_NODELAY, 1) != MEMCACHED_SUCCESS ||
@@ -578,9 +599,8 @@ static int mc_open(cachy_store *s, cachy_error *err)
         memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_SND_TIMEOUT, (uint64_t)io_ms * 1000) != MEMCACHED_SUCCESS ||
         memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_RCV_TIMEOUT, (uint64_t)io_ms * 1000) != MEMCACHED_SUCCESS ||
         memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_REMOVE_FAILED_SERVERS, 1) != MEMCACHED_SUCCESS ||
-        memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_SERVER_FAILURE_LIMIT, 1) != MEMCACHED_SUCCESS ||
         memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, MC_RETRY_SECONDS) != MEMCACHED_SUCCESS ||
-        memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_DEAD_TIMEOUT, MC_RETRY_SECONDS) != MEMCACHED_SUCCESS) {
+        memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_SERVER_FAILURE_LIMIT, MC_NO_FAILURE_LIMIT) != MEMCACHED_SUCCESS) {
         cachy_error_set(err, s, CACHY_EBACKEND, "cannot configure libmemcached: %s",
                         memcached_last_error_message(st->mc));
         goto fail;
@@ -648,11 +668,13 @@ static int mc_get(cachy_store *s, cachy_slice key, cachy_buf *out, cachy_error *
     cachy_slice wk = wire_key(st, key);
     const memcached_instance_st *owner;
     memcached_return_t rc = MEMCACHED_SUCCESS;
-    int attempt, r;
-    for (attempt = 0;; attempt++) {
+    mc_try t;
+    int r;
+    try_init(&t, MC_ATTEMPTS);
+    for (;;) {
         owner = owner_of(st, wk);
         r = gets_one(st, wk, &rc);
-        if (r >= 0 || !retry_elsewhere(st, rc, owner, attempt))
+        if (r >= 0 || !try_again(st, &t, rc, owner))
             break;
     }
     if (r < 0)
@@ -796,7 +818,8 @@ static int mc_many(cachy_store *s, const cachy_slice *keys, size_t n, cachy_buf 
     char *block = NULL, *pending = NULL;
     memcached_return_t rc = MEMCACHED_SUCCESS;
     const memcached_instance_st *inst = NULL;
-    int attempt, copy_failed = 0, ret = -1;
+    mc_try t;
+    int copy_failed = 0, ret = -1;
 
     for (i = 0; i < n; i++)
         found[i] = 0;
@@ -823,8 +846,10 @@ static int mc_many(cachy_store *s, const cachy_slice *keys, size_t n, cachy_buf 
     for (i = 0; i < n; i++)
         pending[slots[i].index] = i == 0 || slot_cmp(&slots[i - 1], &slots[i]) != 0;
 
-    for (attempt = 0;; attempt++) {
-        int ejected = 0;
+    /* A failure of each server may cost a round (see try_again). */
+    try_init(&t, MC_ATTEMPTS + (int)nsrv);
+    for (;;) {
+        int again = 0;
         owners(st, wk, pending, n, srv);
         for (srv_i = 0; srv_i < nsrv; srv_i++) {
             size_t m = 0;
@@ -850,14 +875,14 @@ static int mc_many(cachy_store *s, const cachy_slice *keys, size_t n, cachy_buf 
             if (rc == MEMCACHED_SUCCESS) {
                 for (i = 0; i < m; i++)
                     pending[sel[i]] = 0;
-            } else if (retry_elsewhere(st, rc, inst, attempt)) {
-                ejected = 1;
+            } else if (try_again(st, &t, rc, inst)) {
+                again = 1;
             } else {
                 mc_fail(s, st, rc, 0, inst, err);
                 goto done;
             }
         }
-        if (!ejected)
+        if (!again)
             break;
     }
     ret = 0;
@@ -886,11 +911,12 @@ static int mc_put(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_
     const memcached_instance_st *owner;
     time_t exp = expiry_of(ttl_ms);
     memcached_return_t rc;
-    int attempt;
-    for (attempt = 0;; attempt++) {
+    mc_try t;
+    try_init(&t, MC_ATTEMPTS);
+    for (;;) {
         owner = owner_of(st, wk);
         rc = memcached_set(st->mc, wk.ptr, wk.len, val.ptr, val.len, exp, 0);
-        if (rc == MEMCACHED_SUCCESS || !retry_elsewhere(st, rc, owner, attempt))
+        if (rc == MEMCACHED_SUCCESS || !try_again(st, &t, rc, owner))
             break;
     }
     return rc == MEMCACHED_SUCCESS ? 0 : mc_fail(s, st, rc, val.len, owner, err);
@@ -904,12 +930,13 @@ static int mc_add(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_
     const memcached_instance_st *owner;
     time_t exp = expiry_of(ttl_ms);
     memcached_return_t rc;
-    int attempt;
-    for (attempt = 0;; attempt++) {
+    mc_try t;
+    try_init(&t, MC_ATTEMPTS);
+    for (;;) {
         owner = owner_of(st, wk);
         rc = memcached_add(st->mc, wk.ptr, wk.len, val.ptr, val.len, exp, 0);
         if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS ||
-            !retry_elsewhere(st, rc, owner, attempt))
+            !try_again(st, &t, rc, owner))
             break;
     }
     if (rc == MEMCACHED_SUCCESS)
@@ -925,12 +952,12 @@ static int mc_forget(cachy_store *s, cachy_slice key, cachy_error *err)
     cachy_slice wk = wire_key(st, key);
     const memcached_instance_st *owner;
     memcached_return_t rc;
-    int attempt;
-    for (attempt = 0;; attempt++) {
+    mc_try t;
+    try_init(&t, MC_ATTEMPTS);
+    for (;;) {
         owner = owner_of(st, wk);
         rc = memcached_delete(st->mc, wk.ptr, wk.len, 0);
-        if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTFOUND ||
-            !retry_elsewhere(st, rc, owner, attempt))
+        if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTFOUND || !try_again(st, &t, rc, owner))
             break;
     }
     if (rc == MEMCACHED_SUCCESS)
@@ -1002,7 +1029,8 @@ static int mc_put_many(cachy_store *s, const cachy_slice *keys, const cachy_slic
     time_t exp = expiry_of(ttl_ms);
     const memcached_instance_st *inst = NULL;
     memcached_return_t rc;
-    int attempt, ret = -1;
+    mc_try t;
+    int ret = -1;
 
     wk = malloc(n * sizeof *wk);
     sel = malloc(n * sizeof *sel);
@@ -1031,8 +1059,9 @@ static int mc_put_many(cachy_store *s, const cachy_slice *keys, const cachy_slic
             memcached_quit(st->mc);     /* a late reply must not answer a set */
         }
     }
-    for (attempt = 0;; attempt++) {
-        int ejected = 0;
+    try_init(&t, MC_ATTEMPTS + (int)nsrv);
+    for (;;) {
+        int again = 0;
         owners(st, wk, pending, n, srv);
         for (srv_i = 0; srv_i < nsrv; srv_i++) {
             size_t m = 0;
@@ -1047,14 +1076,14 @@ static int mc_put_many(cachy_store *s, const cachy_slice *keys, const cachy_slic
             if (rc == MEMCACHED_SUCCESS) {
                 for (i = 0; i < m; i++)
                     pending[sel[i]] = 0;
-            } else if (retry_elsewhere(st, rc, inst, attempt)) {
-                ejected = 1;
+            } else if (try_again(st, &t, rc, inst)) {
+                again = 1;
             } else {
                 mc_fail(s, st, rc, vals[failed_at].len, inst, err);
                 goto done;
             }
         }
-        if (!ejected)
+        if (!again)
             break;
     }
     ret = 0;
@@ -1232,11 +1261,13 @@ static int mc_incr(cachy_store *s, cachy_slice key, int64_t by, int64_t *result,
     cachy_slice wk = wire_key(st, key);
     const memcached_instance_st *owner;
     memcached_return_t rc = MEMCACHED_SUCCESS;
-    int attempt, r;
-    for (attempt = 0;; attempt++) {
+    mc_try t;
+    int r;
+    try_init(&t, MC_ATTEMPTS);
+    for (;;) {
         owner = owner_of(st, wk);
         r = mc_incr_once(s, st, key, wk, by, result, &rc, err);
-        if (r != -1 || !retry_elsewhere(st, rc, owner, attempt))
+        if (r != -1 || !try_again(st, &t, rc, owner))
             break;
     }
     if (r == -1)
