@@ -27,7 +27,7 @@
 #define MC_ATTEMPTS 3               /* tries of a single-key call (see try_again) */
 #define MC_INCR_TRIES 200           /* compare-and-swap rounds before giving up */
 #define MC_RETRY_SECONDS 2          /* a failed server is left out this long */
-#define MC_NO_FAILURE_LIMIT 1000000000
+#define MC_NO_FAILURE_LIMIT 1000000000   /* libmemcached never ejects on its own (see mc_open) */
 #define MC_DEFAULT_PORT 11211
 
 static const cachy_field memcached_fields[] = {
@@ -252,7 +252,7 @@ static void server_label(const mc_state *st, const memcached_instance_st *inst, 
                          size_t outsz)
 {
     out[0] = '\0';
-    if (st->nservers < 2) 
+    if (st->nservers < 2)
         return;
     if (inst == NULL)
         inst = memcached_server_get_last_disconnect(st->mc);
@@ -323,10 +323,9 @@ static int mc_fail(cachy_store *s, mc_state *st, memcached_return_t rc, size_t v
  * (REMOVE_FAILED_SERVERS honours each server's next retry time). The call
  * then runs once more on the key's new owner, so a lost server costs one
  * failure (one timeout at most for a server that hangs) per period, not
- * one per call. libmemcached alone would eject only on connect failures,
- * and keep a timed-out connection open with its late reply still to come:
- * every connection is closed here so that no late reply is ever read as the
- * answer to a later command.
+ * one per call. libmemcached keeps a connection whose reply timed out open,
+ * the late reply still to come: every connection is closed here so that no
+ * late reply is ever read as the answer to a later command.
  */
 static void eject(mc_state *st, const memcached_instance_st *inst)
 {
@@ -499,11 +498,12 @@ bad:
     return -1;
 }
 
+/* A timeout in seconds, 1.0 by default; libmemcached takes milliseconds as int32. */
 static int positive_seconds(cachy_store *s, const char *name, double *out, cachy_error *err)
 {
     double v = cachy_opt_number(&s->opts, name, 1.0);
     if (!(v > 0) || v > 86400) {
-        cachy_error_set(err, s, CACHY_EMISUSE, "%s must be a number of seconds above 0", name);
+        cachy_error_set(err, s, CACHY_EMISUSE, "%s must be above 0 and at most 86400 seconds", name);
         return -1;
     }
     *out = v;

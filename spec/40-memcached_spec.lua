@@ -632,7 +632,7 @@ describe("memcached", function()
       assert.are.equal("store 'main' (memcached): servers must list at least one server",
         select(2, c:get("k")))
       c = manager({ "127.0.0.1:1" }, { timeout = 0 })
-      assert.are.equal("store 'main' (memcached): timeout must be a number of seconds above 0",
+      assert.are.equal("store 'main' (memcached): timeout must be above 0 and at most 86400 seconds",
         select(2, c:get("k")))
     end)
   end)
