@@ -252,10 +252,15 @@ describe("memcached", function()
       end)
 
       it("rounds a lifetime below one second up to one second", function()
+        local t0 = system.monotime()
         assert.are.equal(true, cache:put("ms", "v", 0.5 / 60))
-        assert.are.equal("v", cache:get("ms"))
         local left = ttl_of(srv.port, "ms")
-        assert.is_true(left == 0 or left == 1, tostring(left))
+        -- Neither forever (-1) nor dropped, unless this ran slower than the second itself.
+        if system.monotime() - t0 < 0.9 then
+          assert.is_true(left == 0 or left == 1, tostring(left))
+        else
+          assert.is_true(left == 0 or left == 1 or left == "miss", tostring(left))
+        end
         system.sleep(2.2)
         assert.is_nil(cache:get("ms"))
       end)
