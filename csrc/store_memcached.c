@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <libmemcached/memcached.h>
 
@@ -25,7 +26,7 @@
 #define MC_HASHED_MAX (MC_HEAD_MAX + 2 + 32)
 #define MC_RELATIVE_MAX 2592000     /* 30 days: longer lifetimes are absolute times */
 #define MC_ATTEMPTS 3               /* tries of a single-key call (see try_again) */
-#define MC_INCR_TRIES 200           /* compare-and-swap rounds before giving up */
+#define MC_REPAIR_TRIES 200         /* compare-and-swap rounds of repair_wrapped */
 #define MC_RETRY_SECONDS 2          /* a failed server is left out this long */
 #define MC_NO_FAILURE_LIMIT 1000000000   /* libmemcached never ejects on its own (see mc_open) */
 #define MC_DEFAULT_PORT 11211
@@ -47,6 +48,7 @@ typedef struct mc_state {
     uint64_t item_size_max;          /* smallest over the servers; 0 if unknown */
     int item_size_asked;
     int64_t attempt_ms;              /* when the current attempt began */
+    uint64_t rand_state;             /* xorshift, for backoff between lost races */
     int was_connected;               /* its server had an open connection then */
     char key[MC_HASHED_MAX + 1];     /* the mapped form of a single key */
 } mc_state;
@@ -561,6 +563,10 @@ static int mc_open(cachy_store *s, cachy_error *err)
         return -1;
     }
     s->impl = st;
+    st->rand_state = (uint64_t)cachy_now_ms() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid() ^
+                     (uint64_t)(uintptr_t)st;
+    if (st->rand_state == 0)
+        st->rand_state = 1;
     if (positive_seconds(s, "connect_timeout", &st->connect_timeout, err) != 0 ||
         positive_seconds(s, "timeout", &st->timeout, err) != 0)
         goto fail;
@@ -1115,6 +1121,29 @@ static int fail_range(cachy_store *s, cachy_slice key, cachy_error *err)
 }
 
 /*
+ * Before round `tries` of a read-modify-write that lost a race: -1 when the
+ * call's time (the I/O timeout) is up; else 0, after a random pause growing
+ * with the losses from the third on (up to 2 ms), so that writers racing for
+ * one key stop colliding in step.
+ */
+static int backoff(mc_state *st, int tries, int64_t deadline)
+{
+    uint64_t x, cap_us;
+    if (cachy_monotonic_ms() >= deadline)
+        return -1;
+    if (tries < 3)
+        return 0;
+    x = st->rand_state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    st->rand_state = x;
+    cap_us = tries >= 9 ? 2000 : (uint64_t)50 << (tries - 3);
+    usleep((useconds_t)(x % cap_us));
+    return 0;
+}
+
+/*
  * Rewrites a counter left as an unsigned two's complement (a decrement that
  * raced below zero) as its signed decimal. Losing the race to another writer
  * is fine: any writer leaves signed text or a fresh wrap to repair again.
@@ -1122,7 +1151,7 @@ static int fail_range(cachy_store *s, cachy_slice key, cachy_error *err)
 static memcached_return_t repair_wrapped(mc_state *st, cachy_slice wk)
 {
     int tries;
-    for (tries = 0; tries < MC_INCR_TRIES; tries++) {
+    for (tries = 0; tries < MC_REPAIR_TRIES; tries++) {
         memcached_return_t rc = MEMCACHED_SUCCESS;
         int64_t v;
         int wrapped;
@@ -1153,9 +1182,9 @@ static memcached_return_t repair_wrapped(mc_state *st, cachy_slice wk)
  *  - counter >= 0 and result >= 0: memcached's own incr, which keeps the
  *    item's expiry. It adds modulo 2^64, so a decrement is an incr by the
  *    two's complement: unlike decr it cannot clamp at 0 when another client
- *    moved the value in between, and a result above INT64_MAX tells that
- *    such a race crossed zero (the text is then rewritten signed) or, for
- *    an increment, overflowed (undone by the opposite incr);
+ *    moved the value in between, and the sum tells what the value was just
+ *    before. If a race took it below zero, the unsigned text is rewritten
+ *    signed; if past 64 bits, the opposite incr undoes it;
  *  - counter < 0 or result < 0: compare-and-swap of the new decimal text.
  *    memcached cannot hold negatives for its incr, and the binary protocol
  *    cannot tell an item's remaining lifetime, so this rewrite stores the
@@ -1166,14 +1195,23 @@ static memcached_return_t repair_wrapped(mc_state *st, cachy_slice wk)
 static int mc_incr_once(cachy_store *s, mc_state *st, cachy_slice key, cachy_slice wk, int64_t by,
                         int64_t *result, memcached_return_t *rcp, cachy_error *err)
 {
+    int64_t deadline = cachy_monotonic_ms() + (int64_t)(st->timeout * 1000);
     int tries;
-    for (tries = 0; tries < MC_INCR_TRIES; tries++) {
+    for (tries = 0;; tries++) {
         memcached_return_t rc = MEMCACHED_SUCCESS;
         int64_t v, r;
         int wrapped;
         char text[24];
         size_t tlen;
-        int hit = gets_one(st, wk, &rc);
+        int hit;
+        if (tries > 0 && backoff(st, tries, deadline) != 0) {
+            char secs[32];
+            format_seconds(st->timeout, secs, sizeof secs);
+            cachy_error_set(err, s, CACHY_EBACKEND,
+                            "increment lost %d races with other writers in %s s", tries, secs);
+            return -2;
+        }
+        hit = gets_one(st, wk, &rc);
         if (hit < 0) {
             *rcp = rc;
             return -1;
@@ -1218,25 +1256,29 @@ static int mc_incr_once(cachy_store *s, mc_state *st, cachy_slice key, cachy_sli
                 *rcp = rc;
                 return -1;
             }
-            if (after <= (uint64_t)INT64_MAX) {
-                *result = (int64_t)after;
+            {
+                /* The counter just before the incr, read back from the sum
+                 * modulo 2^64: another client may have changed it since the
+                 * read above, even to a two's complement left for a moment. */
+                int64_t before = (int64_t)(after - (uint64_t)by), sum;
+                if (cachy_checked_add(before, by, &sum) != 0) {
+                    uint64_t undone;
+                    if (memcached_increment_by_key(st->mc, wk.ptr, wk.len, wk.ptr, wk.len,
+                                                   (uint64_t)0 - (uint64_t)by, &undone) != MEMCACHED_SUCCESS)
+                        memcached_quit(st->mc);
+                    fail_range(s, key, err);
+                    return -2;
+                }
+                if (after > (uint64_t)INT64_MAX) {      /* below zero: write it signed */
+                    rc = repair_wrapped(st, wk);
+                    if (rc != MEMCACHED_SUCCESS) {
+                        *rcp = rc;
+                        return -1;
+                    }
+                }
+                *result = sum;
                 return 0;
             }
-            if (by > 0) {
-                uint64_t undone;
-                if (memcached_increment_by_key(st->mc, wk.ptr, wk.len, wk.ptr, wk.len,
-                                               (uint64_t)0 - (uint64_t)by, &undone) != MEMCACHED_SUCCESS)
-                    memcached_quit(st->mc);
-                fail_range(s, key, err);
-                return -2;
-            }
-            rc = repair_wrapped(st, wk);
-            if (rc != MEMCACHED_SUCCESS) {
-                *rcp = rc;
-                return -1;
-            }
-            *result = (int64_t)after;
-            return 0;
         }
         tlen = cachy_format_int(r, text);
         rc = memcached_cas(st->mc, wk.ptr, wk.len, text, tlen, 0,
@@ -1250,9 +1292,6 @@ static int mc_incr_once(cachy_store *s, mc_state *st, cachy_slice key, cachy_sli
         *rcp = rc;
         return -1;
     }
-    cachy_error_set(err, s, CACHY_EBACKEND,
-                    "increment gave up after %d conflicting writes by other clients", MC_INCR_TRIES);
-    return -2;
 }
 
 static int mc_incr(cachy_store *s, cachy_slice key, int64_t by, int64_t *result, cachy_error *err)

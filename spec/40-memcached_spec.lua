@@ -123,7 +123,8 @@ local interp = (function()
   return arg and arg[i] or (jit and "luajit" or "lua5.4")
 end)()
 
--- `procs` processes each making n increments of key by `by`, all started at once.
+-- `procs` processes each making n increments of key by `by` (a number, or
+-- one per process), all started at once.
 local function run_workers(port, key, procs, n, by)
   local sync = fresh_path("sync")
   assert(os.execute("mkdir -p " .. q(sync)))
@@ -132,7 +133,7 @@ local function run_workers(port, key, procs, n, by)
   local pipes = {}
   for id = 1, procs do
     pipes[id] = assert(io.popen(string.format("%s %d %s %d %d %s %d 2>&1", launch, port, q(key), n,
-      by, q(sync), id)))
+      type(by) == "table" and by[id] or by, q(sync), id)))
   end
   for id = 1, procs do wait_for(sync .. "/ready." .. id, "worker " .. id) end
   assert(io.open(sync .. "/go", "wb")):close()
@@ -165,7 +166,7 @@ describe("memcached", function()
     },
     -- Lifetimes are whole seconds, rounded up (1.2 s is 2 s), and memcached's
     -- clock moves once a second.
-    expiry_wait = 3.2,
+    expiry_wait = 3.5,
   })
 
   describe("store", function()
@@ -319,6 +320,13 @@ describe("memcached", function()
         local outs = run_workers(srv.port, "down", 4, 500, -1)
         assert.are.same({ "ok\n", "ok\n", "ok\n", "ok\n" }, outs)
         assert.are.equal(-1000, cache:get("down"))
+      end)
+
+      it("ends at 0 after 2 processes added and 2 subtracted 1, 500 times each, around zero", function()
+        local outs = run_workers(srv.port, "zero", 4, 500, { 1, -1, 1, -1 })
+        assert.are.same({ "ok\n", "ok\n", "ok\n", "ok\n" }, outs)
+        assert.are.equal(0, cache:get("zero"))
+        assert.are.equal("0", tool("raw", srv.port, "get zero\r\n"):match("\n(%S+)"))
       end)
     end)
 
