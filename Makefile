@@ -97,7 +97,8 @@ LUA_LIB      ?= -llua5.4
 FUZZ_CFLAGS  = -std=gnu11 -g -O1 -fno-omit-frame-pointer \
                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                -Wall -Wextra -Wshadow -Wno-unused-parameter -Icsrc -I$(HIREDIS_INC) -I$(LUA_INC)
-FUZZERS = build/fuzz/fuzz_decode build/fuzz/fuzz_file build/fuzz/fuzz_redis_reply
+FUZZERS = build/fuzz/fuzz_decode build/fuzz/fuzz_file build/fuzz/fuzz_memcached_key \
+          build/fuzz/fuzz_redis_reply
 
 .PHONY: fuzz fuzzers soak load
 
@@ -115,6 +116,10 @@ build/fuzz/fuzz_file: fuzz/fuzz_file.c csrc/store_file.c csrc/util.c csrc/hash.c
 build/fuzz/fuzz_redis_reply: fuzz/fuzz_redis_reply.c csrc/store_redis.c csrc/util.c csrc/hash.c $(HDRS)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_redis_reply.c csrc/util.c csrc/hash.c -lhiredis -lxxhash -lm
+
+build/fuzz/fuzz_memcached_key: fuzz/fuzz_memcached_key.c csrc/store_memcached.c csrc/util.c csrc/hash.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_memcached_key.c csrc/util.c csrc/hash.c -lmemcached -lxxhash -lm
 
 fuzz: deps all $(FUZZERS)
 	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run $(notdir $(FUZZERS:build/fuzz/fuzz_%=%))

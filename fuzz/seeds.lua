@@ -223,3 +223,41 @@ table.sort(names)
 for _, name in ipairs(names) do
   writefile("fuzz/corpus/redis_reply/" .. name, redis[name])
 end
+
+-- ---- memcached: keys, counters, lifetimes (fuzz_memcached_key.c) ----------
+
+local function klen(k)
+  if #k < 200 then return string.char(#k) .. k end
+  local units = (#k - 200 + 15) // 16
+  return string.char(200 + units) .. k .. ("x"):rep(200 + 16 * units - #k)
+end
+local function be64(v) return string.pack(">i8", v) end
+local hex32 = ("0123456789abcdef"):rep(2)
+local memcached = {
+  ["keys-plain"] = "\0" .. klen("user:1") .. klen("user:2"),
+  ["keys-odd"] = "\0" .. klen("with space") .. klen("nul\0byte") .. klen("ключ") .. klen("tab\tkey"),
+  ["keys-long"] = "\0" .. klen(("a"):rep(250)) .. klen(("a"):rep(251)) .. klen(("b"):rep(400)),
+  ["keys-look-hashed"] = "\0" .. klen("head~h" .. hex32) .. klen("head~h" .. hex32:upper()),
+  ["keys-empty"] = "\0" .. klen("") .. klen("x"),
+  ["counter"] = "\128" .. "42",
+  ["counter-negative"] = "\128" .. "-5",
+  ["counter-padded"] = "\128" .. "9 ",
+  ["counter-wrapped"] = "\128" .. "18446744073709551615",
+  ["counter-min-wrapped"] = "\128" .. "9223372036854775808",
+  ["counter-leading-zero"] = "\128" .. "007",
+  ["counter-minus-zero"] = "\128" .. "-0",
+  ["counter-text"] = "\128" .. "\x93\x01\x02\x03",
+  ["expiry-none"] = "\192" .. be64(0),
+  ["expiry-1.5s"] = "\192" .. be64(1500),
+  ["expiry-30d"] = "\192" .. be64(2592000 * 1000),
+  ["expiry-31d"] = "\192" .. be64(2678400 * 1000),
+  ["expiry-huge"] = "\192" .. be64(1 << 50),
+  ["expiry-negative"] = "\192" .. be64(-1),
+}
+mkdir("fuzz/corpus/memcached_key")
+names = {}
+for name in pairs(memcached) do names[#names + 1] = name end
+table.sort(names)
+for _, name in ipairs(names) do
+  writefile("fuzz/corpus/memcached_key/" .. name, memcached[name])
+end
