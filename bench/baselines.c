@@ -327,8 +327,8 @@ static int l_memcached_gc(lua_State *L)
 /* ---- files ---------------------------------------------------------------- */
 
 typedef struct fbase {
-    char path[NKEYS][512];
-    char tmp[NKEYS][520];
+    char path[NKEYS][560];
+    char tmp[NKEYS][568];
     char val[VLEN];
 } fbase;
 
