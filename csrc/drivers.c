@@ -3,6 +3,7 @@
 
 #include "store.h"
 
+extern const cachy_store_ops cachy_file_ops;
 extern const cachy_store_ops cachy_memory_ops;
 extern const cachy_store_ops cachy_null_ops;
 
@@ -13,6 +14,7 @@ static const struct {
     { "memory", &cachy_memory_ops },
     { "dict", &cachy_memory_ops },      /* Cachy's name for the memory driver */
     { "null", &cachy_null_ops },
+    { "file", &cachy_file_ops },
 };
 
 const cachy_store_ops *cachy_driver_find(const char *name)

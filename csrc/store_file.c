@@ -1,0 +1,915 @@
+/*
+ * store_file.c: the file driver. One file per key under a directory, for
+ * data that must outlive the process or be shared by the processes of one
+ * machine (OpenResty workers, cron scripts).
+ *
+ * Layout: PATH/ab/cd/abcd<28 more hex digits>, the XXH3-128 of the full key,
+ * so that no key byte can reach the file system. Each file holds, integers
+ * little-endian:
+ *
+ *   offset  size  field
+ *   0       6     magic "cachy\0"
+ *   6       1     format version (1)
+ *   7       1     flags (0)
+ *   8       8     expiry: absolute wall-clock milliseconds, 0 = never
+ *   16      4     key length K
+ *   20      8     payload length P
+ *   28      K     the full key: a hash collision or a foreign file is a miss
+ *   28+K    P     the payload
+ *   28+K+P  8     XXH3-64 of every byte before it: torn or damaged files
+ *
+ * Concurrency: every writer (put, add, incr, forget, the removal of a stale
+ * file, flush, prune) holds flock() on the key's bucket directory PATH/ab/cd,
+ * so read-modify-write is atomic across processes. A writer writes
+ * <name>.tmp and rename()s it over <name>: readers take no lock and see the
+ * old file or the new one, never a mix. A <name>.tmp that exists while the
+ * bucket lock is held was left by a writer that died; the next write of
+ * that key replaces it, and prune and flush remove it.
+ *
+ * The locks are flock(), so PATH must be on a local file system (the store
+ * is shared by the processes of one machine, not across NFS).
+ *
+ * Files are not fsync()ed: after a power failure an entry may be missing or
+ * fail its checksum, and either reads as a miss.
+ *
+ * Expired entries are removed when read; prune() (cache:store("file"):prune(),
+ * for a cron job) removes every expired or damaged entry and the temp files
+ * of writers that died. flush() and prune() touch only names of the scheme
+ * above (and, for entries, only files that start with the magic), so foreign
+ * files under PATH stay.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "store.h"
+
+#define MAGIC "cachy\0"
+#define MAGIC_LEN 6
+#define FORMAT_VERSION 1
+#define HEADER_LEN 28
+#define TRAILER_LEN 8
+#define HEX_LEN 32
+#define TMP_SUFFIX ".tmp"
+#define TMP_SUFFIX_LEN 4
+/* "/ab/cd/" + name + ".tmp" + NUL */
+#define PATH_TAIL (7 + HEX_LEN + TMP_SUFFIX_LEN + 1)
+/* Bound on retries when concurrent flushes keep removing a bucket. */
+#define LOCK_ATTEMPTS 100
+
+typedef struct file_store {
+    char *root;          /* absolute path of the directory */
+    size_t rootlen;
+    mode_t fmode;        /* files: 0600 or `permissions` */
+    mode_t dmode;        /* directories: fmode plus x where r is set */
+    char *path;          /* scratch: root + PATH_TAIL */
+    cachy_buf io;        /* scratch: file contents read or written under a lock */
+} file_store;
+
+/* What a file at a key's name turned out to be. */
+enum { ABSENT, LIVE, STALE /* expired, damaged or foreign: remove */, OTHER /* another key */ };
+
+typedef struct entry {
+    int fd;              /* the file that was read, kept open so its identity holds */
+    struct stat st;
+    int64_t expiry;
+    size_t payload_off, payload_len;
+} entry;
+
+/* What flush and prune learn from a file's header. */
+enum { NOT_OURS, BROKEN, INTACT };
+
+typedef struct head {
+    int64_t expiry;
+    cachy_slice key;     /* points into the scratch buffer */
+} head;
+
+enum { PATH_TOP, PATH_BUCKET, PATH_ENTRY, PATH_TMP };
+
+static const cachy_field file_fields[] = {
+    { "path", CACHY_OPT_STRING, 1 },
+    { "permissions", CACHY_OPT_INTEGER, 0 },   /* e.g. 416 (0640); default 384 (0600) */
+    { NULL, CACHY_OPT_STRING, 0 },
+};
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    int i;
+    for (i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+    int i;
+    for (i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+    uint32_t v = 0;
+    int i;
+    for (i = 3; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    int i;
+    for (i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static int io_error(cachy_store *s, cachy_error *err, const char *what, const char *path, int e)
+{
+    cachy_error_set(err, s, CACHY_EIO, "%s %s: %s", what, path, strerror(e));
+    return -1;
+}
+
+static int same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+static int is_hex(const char *p, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+/* The user's key (the store prefix removed) as messages show it: printable
+ * ASCII as is, other bytes as \xNN, at most 64 bytes of it. */
+static const char *key_for_message(const cachy_store *s, cachy_slice key, char out[280])
+{
+    static const char digits[] = "0123456789abcdef";
+    size_t i, n, o = 0;
+    if (key.len >= s->prefix_len && memcmp(key.ptr, s->prefix, s->prefix_len) == 0) {
+        key.ptr += s->prefix_len;
+        key.len -= s->prefix_len;
+    }
+    n = key.len > 64 ? 64 : key.len;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)key.ptr[i];
+        if (c >= 0x20 && c < 0x7f && c != '\\') {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = digits[c >> 4];
+            out[o++] = digits[c & 15];
+        }
+    }
+    if (n < key.len) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static int64_t expiry_of(int64_t ttl_ms)
+{
+    int64_t at;
+    if (ttl_ms <= 0)
+        return 0;
+    return cachy_checked_add(cachy_now_ms(), ttl_ms, &at) == 0 ? at : INT64_MAX;
+}
+
+static int expired(int64_t expiry)
+{
+    return expiry != 0 && expiry <= cachy_now_ms();
+}
+
+/* Reads up to n bytes at off, through short reads; bytes read or -1. */
+static ssize_t read_at(int fd, void *buf, size_t n, off_t off)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t k = pread(fd, (char *)buf + got, n - got, off + (off_t)got);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return -1;
+        if (k == 0)
+            break;
+        got += (size_t)k;
+    }
+    return (ssize_t)got;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = write(fd, p, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return -1;
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* f->path set to one of the key's paths; returns it. */
+static char *key_path(file_store *f, const char *hex, int which)
+{
+    char *p = f->path + f->rootlen;
+    memcpy(p, "/", 1);
+    memcpy(p + 1, hex, 2);
+    p[3] = '/';
+    memcpy(p + 4, hex + 2, 2);
+    p += 6;
+    if (which == PATH_TOP) {
+        p -= 3;
+    } else if (which != PATH_BUCKET) {
+        *p++ = '/';
+        memcpy(p, hex, HEX_LEN);
+        p += HEX_LEN;
+        if (which == PATH_TMP) {
+            memcpy(p, TMP_SUFFIX, TMP_SUFFIX_LEN);
+            p += TMP_SUFFIX_LEN;
+        }
+    }
+    *p = '\0';
+    return f->path;
+}
+
+/*
+ * mkdir -p with `mode` for every directory it creates (chmod'ed, so the
+ * umask does not narrow it). 0 ok, else the errno, with path cut after the
+ * component that failed so that it names it.
+ */
+static int mkdir_p(char *path, mode_t mode)
+{
+    char *p = path;
+    for (;;) {
+        char *slash;
+        while (*p == '/')
+            p++;
+        if (*p == '\0')
+            return 0;
+        slash = strchr(p, '/');
+        if (slash)
+            *slash = '\0';
+        if (mkdir(path, mode) == 0) {
+            if (chmod(path, mode) != 0)
+                return errno;
+        } else if (errno != EEXIST) {
+            return errno;
+        }
+        if (slash == NULL)
+            return 0;
+        *slash = '/';
+        p = slash + 1;
+    }
+}
+
+/* ---- locking ----------------------------------------------------------- */
+
+/*
+ * Opens the key's bucket directory and takes its lock, creating it when
+ * `create`. Returns the fd (closing it unlocks), -2 when the bucket does
+ * not exist and !create, -1 on error. A flush may remove the directory
+ * while this process waits for the lock: the lock is then on a directory
+ * nobody else will use, so it starts again.
+ */
+static int bucket_lock(cachy_store *s, file_store *f, const char *hex, int create,
+                       cachy_error *err)
+{
+    int attempt;
+    for (attempt = 0; attempt < LOCK_ATTEMPTS; attempt++) {
+        struct stat held, now;
+        char *dir = key_path(f, hex, PATH_BUCKET);
+        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0) {
+            int e = errno;
+            if (e == ENOENT && create) {
+                e = mkdir_p(dir, f->dmode);
+                if (e == 0 || e == ENOENT)  /* ENOENT: a flush removed a parent meanwhile */
+                    continue;
+                return io_error(s, err, "cannot create directory", dir, e);
+            }
+            if ((e == ENOENT || e == ENOTDIR) && !create)
+                return -2;
+            return io_error(s, err, "cannot open directory", dir, e);
+        }
+        while (flock(fd, LOCK_EX) != 0) {
+            if (errno != EINTR) {
+                int e = errno;
+                close(fd);
+                return io_error(s, err, "cannot lock", dir, e);
+            }
+        }
+        if (fstat(fd, &held) == 0 && stat(dir, &now) == 0 && same_file(&held, &now))
+            return fd;
+        close(fd);
+    }
+    cachy_error_set(err, s, CACHY_EIO, "cannot lock %s: removed by concurrent flushes %d times",
+                    key_path(f, hex, PATH_BUCKET), LOCK_ATTEMPTS);
+    return -1;
+}
+
+/* ---- reading and writing one entry ------------------------------------- */
+
+/*
+ * Reads the file at the key's name into buf and classifies it. dfd is the
+ * locked bucket, or AT_FDCWD to read by full path without a lock. Returns
+ * ABSENT, LIVE, STALE, OTHER or -1; e->fd is to be closed by the caller.
+ */
+static int entry_read(cachy_store *s, file_store *f, int dfd, const char *hex, cachy_slice key,
+                      cachy_buf *buf, entry *e, cachy_error *err)
+{
+    const char *name = dfd == AT_FDCWD ? key_path(f, hex, PATH_ENTRY) : hex;
+    const unsigned char *h;
+    uint64_t klen, plen;
+    size_t size;
+    ssize_t got;
+
+    buf->len = 0;
+    /* O_NONBLOCK: a FIFO planted at this name must not hang the reader. */
+    e->fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (e->fd < 0) {
+        int ie = errno;
+        if (ie == ENOENT || ie == ENOTDIR)
+            return ABSENT;
+        if (ie == ELOOP)    /* a symbolic link is never ours */
+            return fstatat(dfd, name, &e->st, AT_SYMLINK_NOFOLLOW) == 0 ? STALE : ABSENT;
+        return io_error(s, err, "cannot read", key_path(f, hex, PATH_ENTRY), ie);
+    }
+    if (fstat(e->fd, &e->st) != 0)
+        return io_error(s, err, "cannot read", key_path(f, hex, PATH_ENTRY), errno);
+    if (!S_ISREG(e->st.st_mode) || e->st.st_size < HEADER_LEN + TRAILER_LEN ||
+        (uint64_t)e->st.st_size >= SIZE_MAX)
+        return STALE;
+    size = (size_t)e->st.st_size;
+    if (cachy_buf_reserve(buf, size + 1) != 0) {
+        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        return -1;
+    }
+    got = read_at(e->fd, buf->data, size, 0);
+    if (got < 0)
+        return io_error(s, err, "cannot read", key_path(f, hex, PATH_ENTRY), errno);
+    if ((size_t)got != size)
+        return STALE;
+    h = (const unsigned char *)buf->data;
+    if (memcmp(h, MAGIC, MAGIC_LEN) != 0 || h[6] != FORMAT_VERSION || h[7] != 0)
+        return STALE;
+    klen = get32(h + 16);
+    plen = get64(h + 20);
+    if (plen > size || HEADER_LEN + klen + plen + TRAILER_LEN != size ||
+        XXH3_64bits(h, size - TRAILER_LEN) != get64(h + size - TRAILER_LEN))
+        return STALE;
+    if (klen != key.len || memcmp(h + HEADER_LEN, key.ptr, key.len) != 0)
+        return OTHER;
+    e->expiry = (int64_t)get64(h + 8);
+    if (expired(e->expiry))
+        return STALE;
+    e->payload_off = HEADER_LEN + (size_t)klen;
+    e->payload_len = (size_t)plen;
+    return LIVE;
+}
+
+/* Writes the entry to <name>.tmp and renames it over <name>; dfd is the
+ * locked bucket. On failure no temp file is left and the old entry stays. */
+static int entry_write(cachy_store *s, file_store *f, int dfd, const char *hex, cachy_slice key,
+                       cachy_slice val, int64_t expiry, cachy_error *err)
+{
+    cachy_buf *b = &f->io;
+    char tmp[HEX_LEN + TMP_SUFFIX_LEN + 1];
+    unsigned char *h;
+    size_t total;
+    int fd, e;
+
+    if (key.len > UINT32_MAX || val.len > SIZE_MAX - HEADER_LEN - TRAILER_LEN - key.len) {
+        cachy_error_set(err, s, CACHY_ETOOBIG, "key or value too large for a file entry");
+        return -1;
+    }
+    total = HEADER_LEN + key.len + val.len + TRAILER_LEN;
+    b->len = 0;
+    if (cachy_buf_reserve(b, total + 1) != 0) {
+        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        return -1;
+    }
+    h = (unsigned char *)b->data;
+    memcpy(h, MAGIC, MAGIC_LEN);
+    h[6] = FORMAT_VERSION;
+    h[7] = 0;
+    put64(h + 8, (uint64_t)expiry);
+    put32(h + 16, (uint32_t)key.len);
+    put64(h + 20, (uint64_t)val.len);
+    if (key.len)
+        memcpy(h + HEADER_LEN, key.ptr, key.len);
+    if (val.len)
+        memcpy(h + HEADER_LEN + key.len, val.ptr, val.len);
+    put64(h + total - TRAILER_LEN, XXH3_64bits(h, total - TRAILER_LEN));
+    b->len = total;
+
+    memcpy(tmp, hex, HEX_LEN);
+    memcpy(tmp + HEX_LEN, TMP_SUFFIX, TMP_SUFFIX_LEN + 1);
+    /* Left by a writer that died holding this lock. */
+    unlinkat(dfd, tmp, 0);
+    fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, f->fmode);
+    if (fd < 0)
+        return io_error(s, err, "cannot write", key_path(f, hex, PATH_ENTRY), errno);
+    if (fchmod(fd, f->fmode) != 0 || write_all(fd, b->data, total) != 0) {
+        e = errno;
+        close(fd);
+        goto fail;
+    }
+    if (close(fd) != 0 || renameat(dfd, tmp, dfd, hex) != 0) {
+        e = errno;
+        goto fail;
+    }
+    return 0;
+fail:
+    unlinkat(dfd, tmp, 0);
+    return io_error(s, err, "cannot write", key_path(f, hex, PATH_ENTRY), e);
+}
+
+/* Removes a stale file found without the lock, unless a writer has
+ * replaced it since it was read. Failures leave it for later: still a miss. */
+static void remove_stale(cachy_store *s, file_store *f, const char *hex, const entry *e)
+{
+    cachy_error ignored;
+    struct stat now;
+    int dfd = bucket_lock(s, f, hex, 0, &ignored);
+    if (dfd < 0)
+        return;
+    if (fstatat(dfd, hex, &now, AT_SYMLINK_NOFOLLOW) == 0 && same_file(&now, &e->st))
+        unlinkat(dfd, hex, 0);
+    close(dfd);
+}
+
+/* ---- the operations ---------------------------------------------------- */
+
+static int file_open(cachy_store *s, cachy_error *err)
+{
+    const cachy_option *path = cachy_opt_find(&s->opts, "path");
+    const cachy_option *perm = cachy_opt_find(&s->opts, "permissions");
+    mode_t fmode = 0600;
+    file_store *f;
+    struct stat st;
+    char *copy, *root;
+    int e;
+
+    if (path == NULL || path->type != CACHY_OPT_STRING || path->str[0] == '\0') {
+        cachy_error_set(err, s, CACHY_EMISUSE, "the file driver needs a 'path' (a directory)");
+        return -1;
+    }
+    snprintf(s->address, sizeof s->address, "%s", path->str);
+    if (perm != NULL) {
+        double v = perm->num;
+        if ((perm->type != CACHY_OPT_INTEGER && perm->type != CACHY_OPT_NUMBER) ||
+            !(v >= 0 && v <= 0777) || v != (double)(int)v || ((int)v & 0600) != 0600) {
+            cachy_error_set(err, s, CACHY_EMISUSE,
+                            "permissions must be a mode from 0600 (384) to 0777 (511) "
+                            "that lets the owner read and write");
+            return -1;
+        }
+        fmode = (mode_t)v;
+    }
+
+    copy = strdup(path->str);
+    if (copy == NULL) {
+        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        return -1;
+    }
+    e = mkdir_p(copy, fmode | ((fmode & 0444) >> 2));
+    if (e != 0) {
+        io_error(s, err, "cannot create directory", copy, e);
+        free(copy);
+        return -1;
+    }
+    free(copy);
+    root = realpath(path->str, NULL);
+    if (root == NULL)
+        return io_error(s, err, "cannot open directory", path->str, errno);
+    if (stat(root, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        cachy_error_set(err, s, CACHY_EIO, "%s is not a directory", root);
+        free(root);
+        return -1;
+    }
+
+    f = calloc(1, sizeof *f);
+    if (f == NULL || (f->path = malloc(strlen(root) + PATH_TAIL)) == NULL) {
+        free(f);
+        free(root);
+        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        return -1;
+    }
+    f->root = root;
+    f->rootlen = strlen(root);
+    memcpy(f->path, root, f->rootlen + 1);
+    f->fmode = fmode;
+    f->dmode = fmode | ((fmode & 0444) >> 2);
+    snprintf(s->address, sizeof s->address, "%s", root);
+    s->impl = f;
+    return 0;
+}
+
+static void file_close(cachy_store *s)
+{
+    file_store *f = s->impl;
+    if (f != NULL) {
+        free(f->root);
+        free(f->path);
+        cachy_buf_free(&f->io);
+        free(f);
+    }
+    s->impl = NULL;
+}
+
+static int file_get(cachy_store *s, cachy_slice key, cachy_buf *out, cachy_error *err)
+{
+    file_store *f = s->impl;
+    char hex[HEX_LEN + 1];
+    entry e;
+    int st;
+
+    cachy_hash128_hex(key.ptr, key.len, hex);
+    st = entry_read(s, f, AT_FDCWD, hex, key, out, &e, err);
+    if (st == LIVE) {
+        memmove(out->data, out->data + e.payload_off, e.payload_len);
+        out->len = e.payload_len;
+        out->data[out->len] = '\0';
+    } else {
+        out->len = 0;
+        if (st == STALE)
+            remove_stale(s, f, hex, &e);
+    }
+    if (e.fd >= 0)
+        close(e.fd);
+    return st == LIVE ? 1 : st < 0 ? -1 : 0;
+}
+
+static int file_put(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_ms,
+                    cachy_error *err)
+{
+    file_store *f = s->impl;
+    char hex[HEX_LEN + 1];
+    int dfd, rc;
+
+    cachy_hash128_hex(key.ptr, key.len, hex);
+    dfd = bucket_lock(s, f, hex, 1, err);
+    if (dfd < 0)
+        return -1;
+    rc = entry_write(s, f, dfd, hex, key, val, expiry_of(ttl_ms), err);
+    close(dfd);
+    return rc;
+}
+
+static int file_add(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_ms,
+                    cachy_error *err)
+{
+    file_store *f = s->impl;
+    char hex[HEX_LEN + 1];
+    entry e;
+    int dfd, st, rc;
+
+    cachy_hash128_hex(key.ptr, key.len, hex);
+    dfd = bucket_lock(s, f, hex, 1, err);
+    if (dfd < 0)
+        return -1;
+    st = entry_read(s, f, dfd, hex, key, &f->io, &e, err);
+    if (e.fd >= 0)
+        close(e.fd);
+    if (st < 0)
+        rc = -1;
+    else if (st == LIVE)
+        rc = 0;
+    else
+        rc = entry_write(s, f, dfd, hex, key, val, expiry_of(ttl_ms), err) == 0 ? 1 : -1;
+    close(dfd);
+    return rc;
+}
+
+static int file_forget(cachy_store *s, cachy_slice key, cachy_error *err)
+{
+    file_store *f = s->impl;
+    char hex[HEX_LEN + 1];
+    entry e;
+    int dfd, st, rc = 0;
+
+    cachy_hash128_hex(key.ptr, key.len, hex);
+    dfd = bucket_lock(s, f, hex, 0, err);
+    if (dfd == -2)
+        return 0;
+    if (dfd < 0)
+        return -1;
+    st = entry_read(s, f, dfd, hex, key, &f->io, &e, err);
+    if (e.fd >= 0)
+        close(e.fd);
+    if (st < 0) {
+        rc = -1;
+    } else if (st == LIVE) {
+        if (unlinkat(dfd, hex, 0) == 0)
+            rc = 1;
+        else
+            rc = io_error(s, err, "cannot remove", key_path(f, hex, PATH_ENTRY), errno);
+    } else if (st == STALE) {
+        unlinkat(dfd, hex, 0);   /* not a value: a failure changes nothing the caller sees */
+    }
+    close(dfd);
+    return rc;
+}
+
+static int file_incr(cachy_store *s, cachy_slice key, int64_t by, int64_t *result,
+                     cachy_error *err)
+{
+    file_store *f = s->impl;
+    char hex[HEX_LEN + 1], num[24], shown[280];
+    int64_t cur = 0, next, expiry = 0;
+    cachy_slice text;
+    entry e;
+    int dfd, st, rc = -1;
+
+    cachy_hash128_hex(key.ptr, key.len, hex);
+    dfd = bucket_lock(s, f, hex, 1, err);
+    if (dfd < 0)
+        return -1;
+    st = entry_read(s, f, dfd, hex, key, &f->io, &e, err);
+    if (e.fd >= 0)
+        close(e.fd);
+    if (st < 0)
+        goto done;
+    if (st == LIVE) {
+        cachy_slice v = { f->io.data + e.payload_off, e.payload_len };
+        if (!cachy_parse_int(v, &cur)) {
+            cachy_error_set(err, s, CACHY_ENOTINT, "value of key '%s' is not an integer",
+                            key_for_message(s, key, shown));
+            goto done;
+        }
+        expiry = e.expiry;
+    }
+    if (cachy_checked_add(cur, by, &next) != 0) {
+        cachy_error_set(err, s, CACHY_ERANGE, "increment of key '%s' overflows 64 bits",
+                        key_for_message(s, key, shown));
+        goto done;
+    }
+    text.ptr = num;
+    text.len = cachy_format_int(next, num);
+    if (entry_write(s, f, dfd, hex, key, text, expiry, err) == 0) {
+        *result = next;
+        rc = 0;
+    }
+done:
+    close(dfd);
+    return rc;
+}
+
+/* ---- walking the whole directory (flush, prune) ------------------------ */
+
+/*
+ * Reads the header and key of an entry file for flush and prune, which
+ * decide on those alone. Returns NOT_OURS, BROKEN, INTACT or -1.
+ */
+static int head_read(cachy_store *s, file_store *f, int dfd, const char *dir, const char *name,
+                     head *hd, cachy_error *err)
+{
+    unsigned char h[HEADER_LEN];
+    struct stat st;
+    uint64_t klen, plen;
+    ssize_t got;
+    int fd, rc = NOT_OURS;
+
+    fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT || errno == ELOOP)
+            return NOT_OURS;
+        cachy_error_set(err, s, CACHY_EIO, "cannot read %s/%s: %s", dir, name, strerror(errno));
+        return -1;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        goto done;
+    got = read_at(fd, h, HEADER_LEN, 0);
+    if (got < 0) {
+        cachy_error_set(err, s, CACHY_EIO, "cannot read %s/%s: %s", dir, name, strerror(errno));
+        rc = -1;
+        goto done;
+    }
+    if (got < MAGIC_LEN || memcmp(h, MAGIC, MAGIC_LEN) != 0)
+        goto done;
+    rc = BROKEN;
+    if (got < HEADER_LEN || h[6] != FORMAT_VERSION || h[7] != 0)
+        goto done;
+    klen = get32(h + 16);
+    plen = get64(h + 20);
+    if (plen > (uint64_t)st.st_size || HEADER_LEN + klen + plen + TRAILER_LEN != (uint64_t)st.st_size)
+        goto done;
+    f->io.len = 0;
+    if (cachy_buf_reserve(&f->io, (size_t)klen + 1) != 0) {
+        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        rc = -1;
+        goto done;
+    }
+    got = read_at(fd, f->io.data, (size_t)klen, HEADER_LEN);
+    if (got < 0) {
+        cachy_error_set(err, s, CACHY_EIO, "cannot read %s/%s: %s", dir, name, strerror(errno));
+        rc = -1;
+        goto done;
+    }
+    if ((uint64_t)got != klen)
+        goto done;
+    hd->expiry = (int64_t)get64(h + 8);
+    hd->key.ptr = f->io.data;
+    hd->key.len = (size_t)klen;
+    rc = INTACT;
+done:
+    close(fd);
+    return rc;
+}
+
+typedef struct walk_ctx {
+    int prune;           /* 0: flush */
+    cachy_slice prefix;  /* flush: only keys starting with it */
+} walk_ctx;
+
+/* Decides about one file of a locked bucket; temp files there are
+ * leftovers of writers that died. 0 ok, -1 error. */
+static int visit(cachy_store *s, file_store *f, int dfd, const char *dir, const char *name,
+                 int is_tmp, const walk_ctx *w, cachy_error *err)
+{
+    head hd;
+    if (!is_tmp) {
+        int st = head_read(s, f, dfd, dir, name, &hd, err);
+        if (st < 0)
+            return -1;
+        if (st == NOT_OURS)
+            return 0;
+        if (w->prune) {
+            if (st == INTACT && !expired(hd.expiry))
+                return 0;
+        } else if (w->prefix.len > 0) {
+            if (st != INTACT || hd.key.len < w->prefix.len ||
+                memcmp(hd.key.ptr, w->prefix.ptr, w->prefix.len) != 0)
+                return 0;
+        }
+    }
+    if (unlinkat(dfd, name, 0) != 0 && errno != ENOENT) {
+        cachy_error_set(err, s, CACHY_EIO, "cannot remove %s/%s: %s", dir, name, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Opens a directory of the naming scheme under pfd; -1 with errno. */
+static int open_subdir(int pfd, const char *name)
+{
+    return openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+}
+
+/* Visits the entries of bucket `top`/`sub` under its lock, then removes it
+ * if it is empty. 0 ok, -1 error. */
+static int walk_bucket(cachy_store *s, file_store *f, int topfd, const char *top, const char *sub,
+                       const walk_ctx *w, cachy_error *err)
+{
+    struct stat held, now;
+    struct dirent *de;
+    DIR *d;
+    int fd, rc = 0;
+    char *dir = f->path;
+
+    fd = open_subdir(topfd, sub);
+    if (fd < 0) {
+        if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP)
+            return 0;   /* gone meanwhile, or not a directory of ours */
+        cachy_error_set(err, s, CACHY_EIO, "cannot open directory %s/%s/%s: %s", f->root, top,
+                        sub, strerror(errno));
+        return -1;
+    }
+    while (flock(fd, LOCK_EX) != 0) {
+        if (errno != EINTR) {
+            cachy_error_set(err, s, CACHY_EIO, "cannot lock %s/%s/%s: %s", f->root, top, sub,
+                            strerror(errno));
+            close(fd);
+            return -1;
+        }
+    }
+    /* Removed by another flush while this one waited: nothing left in it. */
+    if (fstat(fd, &held) != 0 || fstatat(topfd, sub, &now, AT_SYMLINK_NOFOLLOW) != 0 ||
+        !same_file(&held, &now)) {
+        close(fd);
+        return 0;
+    }
+    d = fdopendir(fd);
+    if (d == NULL) {
+        close(fd);
+        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        return -1;
+    }
+    snprintf(dir + f->rootlen, PATH_TAIL, "/%s/%s", top, sub);
+    while ((de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        int is_tmp = n == HEX_LEN + TMP_SUFFIX_LEN &&
+                     memcmp(de->d_name + HEX_LEN, TMP_SUFFIX, TMP_SUFFIX_LEN) == 0;
+        if ((n != HEX_LEN && !is_tmp) || !is_hex(de->d_name, HEX_LEN) ||
+            memcmp(de->d_name, top, 2) != 0 || memcmp(de->d_name + 2, sub, 2) != 0)
+            continue;
+        rc = visit(s, f, fd, dir, de->d_name, is_tmp, w, err);
+        if (rc != 0)
+            break;
+    }
+    /* Only succeeds when empty: a foreign file keeps its directory. */
+    unlinkat(topfd, sub, AT_REMOVEDIR);
+    closedir(d);
+    return rc;
+}
+
+static int walk_top(cachy_store *s, file_store *f, int rootfd, const char *top,
+                    const walk_ctx *w, cachy_error *err)
+{
+    struct dirent *de;
+    DIR *d;
+    int fd, rc = 0;
+
+    fd = open_subdir(rootfd, top);
+    if (fd < 0) {
+        if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP)
+            return 0;
+        cachy_error_set(err, s, CACHY_EIO, "cannot open directory %s/%s: %s", f->root, top,
+                        strerror(errno));
+        return -1;
+    }
+    d = fdopendir(fd);
+    if (d == NULL) {
+        close(fd);
+        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        return -1;
+    }
+    while ((de = readdir(d)) != NULL) {
+        if (strlen(de->d_name) != 2 || !is_hex(de->d_name, 2))
+            continue;
+        rc = walk_bucket(s, f, fd, top, de->d_name, w, err);
+        if (rc != 0)
+            break;
+    }
+    closedir(d);
+    unlinkat(rootfd, top, AT_REMOVEDIR);
+    return rc;
+}
+
+/* Every bucket under the root, each under its own lock. */
+static int walk(cachy_store *s, file_store *f, const walk_ctx *w, cachy_error *err)
+{
+    struct dirent *de;
+    DIR *d;
+    int rc = 0;
+
+    d = opendir(f->root);
+    if (d == NULL)
+        return io_error(s, err, "cannot open directory", f->root, errno);
+    while ((de = readdir(d)) != NULL) {
+        if (strlen(de->d_name) != 2 || !is_hex(de->d_name, 2))
+            continue;
+        rc = walk_top(s, f, dirfd(d), de->d_name, w, err);
+        if (rc != 0)
+            break;
+    }
+    closedir(d);
+    return rc;
+}
+
+static int file_flush(cachy_store *s, cachy_slice prefix, cachy_error *err)
+{
+    walk_ctx w = { 0, prefix };
+    return walk(s, s->impl, &w, err);
+}
+
+/* Removes expired and damaged entries, and temp files of writers that died. */
+static int file_prune(cachy_store *s, cachy_error *err)
+{
+    walk_ctx w = { 1, { "", 0 } };
+    return walk(s, s->impl, &w, err);
+}
+
+const cachy_store_ops cachy_file_ops = {
+    .name = "file",
+    .fields = file_fields,
+    .open = file_open,
+    .get = file_get,
+    .put = file_put,
+    .add = file_add,
+    .forget = file_forget,
+    .incr = file_incr,
+    .flush = file_flush,
+    .prune = file_prune,
+    .close = file_close,
+};
