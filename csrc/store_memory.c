@@ -8,6 +8,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <xxhash.h>
 
@@ -57,11 +58,26 @@ static int expired(const item *it, int64_t now)
     return it->expires != 0 && it->expires <= now;
 }
 
-/* Reading the clock costs about half of a whole get; skip it when no item
- * and no new lifetime can depend on it. */
+/*
+ * The store's clock, in monotonic milliseconds. The coarse clock is read
+ * from memory the kernel updates every tick (1 to 4 ms): 4 ns against 16 ns
+ * for CLOCK_MONOTONIC, which was a tenth of a whole get. Expiry is then
+ * exact to a tick, well within the sub-second precision lifetimes promise.
+ */
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+#ifdef CLOCK_MONOTONIC_COARSE
+    if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) == 0)
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+#endif
+    return cachy_monotonic_ms();
+}
+
+/* Skip the clock when no item and no new lifetime can depend on it. */
 static int64_t clock_for(const mem *m, int64_t ttl_ms)
 {
-    return m->nexpiring || ttl_ms > 0 ? cachy_monotonic_ms() : 0;
+    return m->nexpiring || ttl_ms > 0 ? mono_ms() : 0;
 }
 
 static int64_t expires_at(int64_t now, int64_t ttl_ms)
@@ -565,7 +581,7 @@ static int memory_prune(cachy_store *s, cachy_error *err)
     size_t i;
     if (m->nexpiring == 0)
         return 0;
-    now = cachy_monotonic_ms();
+    now = mono_ms();
     for (i = 0; i < m->nbuckets; i++) {
         item **pp = &m->buckets[i];
         while (*pp) {
