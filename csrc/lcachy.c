@@ -63,12 +63,13 @@ static repo_ud *to_repo(lua_State *L)
 {
     void *p = lua_touserdata(L, 1);
     if (p != NULL && lua_getmetatable(L, 1)) {
-        int is_repo = lua_rawequal(L, -1, lua_upvalueindex(1));
-        int is_mgr = !is_repo && lua_rawequal(L, -1, lua_upvalueindex(2));
+        /* identities compared as pointers: two lua_rawequal calls cost
+         * more than the rest of the check */
+        const void *mt = lua_topointer(L, -1);
         lua_pop(L, 1);
-        if (is_repo)
+        if (mt == lua_topointer(L, lua_upvalueindex(1)))
             return p;
-        if (is_mgr)
+        if (mt == lua_topointer(L, lua_upvalueindex(2)))
             return &((manager_ud *)p)->dflt;
     }
     luaL_argerror(L, 1, "cache repository expected (use a colon: cache:get(key))");
