@@ -402,6 +402,19 @@ static int memory_open(cachy_store *s, cachy_error *err)
     return 0;
 }
 
+/* The value into out. Mostly the buffer has room already; the copy is then
+ * done here, not through cachy_buf_set's three calls (5% of a get-hit). */
+static int copy_value(cachy_buf *out, item *it)
+{
+    if (it->vlen < out->cap) {
+        memcpy(out->data, value_of(it), it->vlen);
+        out->len = it->vlen;
+        out->data[it->vlen] = '\0';    /* cachy_buf keeps its bytes NUL-terminated */
+        return 0;
+    }
+    return cachy_buf_set(out, value_of(it), it->vlen);
+}
+
 static int memory_get(cachy_store *s, cachy_slice key, cachy_buf *out, cachy_error *err)
 {
     mem *m = s->impl;
@@ -413,7 +426,7 @@ static int memory_get(cachy_store *s, cachy_slice key, cachy_buf *out, cachy_err
         m->misses++;
         return 0;
     }
-    if (cachy_buf_set(out, value_of(it), it->vlen) != 0) {
+    if (copy_value(out, it) != 0) {
         cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
         return -1;
     }
@@ -546,7 +559,7 @@ static int memory_many(cachy_store *s, const cachy_slice *keys, size_t n, cachy_
             m->misses++;
             continue;
         }
-        if (cachy_buf_set(&outs[i], value_of(it), it->vlen) != 0) {
+        if (copy_value(&outs[i], it) != 0) {
             cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
             return -1;
         }
