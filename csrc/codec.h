@@ -39,15 +39,19 @@ int cachy_codec_decode(lua_State *L, const char *p, size_t n, char *errmsg, size
  */
 int cachy_codec_encode_tuple(lua_State *L, int idx, int n, cachy_buf *out,
                              char *errmsg, size_t errlen);
-/* Pushes the tuple's values; returns their count, or -1 (nothing pushed). */
+/*
+ * Pushes the tuple's values; returns their count, or -1 (nothing pushed),
+ * also when they do not fit on the Lua stack (LuaJIT allows about 8000).
+ */
 int cachy_codec_decode_tuple(lua_State *L, const char *p, size_t n, char *errmsg, size_t errlen);
 
 /*
  * Hash of the canonical form of the n arguments starting at idx: equal
- * arguments give equal hashes in every process (tables by content with keys
- * sorted, 1 and 1.0 alike, nil by position). Writes 32 lowercase hex digits
- * and a NUL into hex. Returns 0, or -1 with errmsg such as
- * "argument #2 is a function".
+ * arguments give equal hashes in every process and on every Lua version
+ * (tables by content with keys sorted, 1 and 1.0 alike, nil by position).
+ * Writes 32 lowercase hex digits and a NUL into hex. Returns 0, or -1 with
+ * errmsg such as "argument #2 is a function" (numbered from idx). No heap
+ * allocation unless the canonical form outgrows a small stack buffer.
  */
 int cachy_codec_args_hash(lua_State *L, int idx, int n, char hex[33], char *errmsg, size_t errlen);
 

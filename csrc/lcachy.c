@@ -83,20 +83,24 @@ static repo_ud *to_repo(lua_State *L)
     return NULL;
 }
 
-static cachy_slice check_key(lua_State *L, int idx)
+/* The key at idx; a bad one blames argument `argn` (a key from a table
+ * blames the table). */
+static cachy_slice check_key_of(lua_State *L, int idx, int argn)
 {
     cachy_slice k;
     int t = lua_type(L, idx);
     if (t != LUA_TSTRING && t != LUA_TNUMBER) {
         lua_pushfstring(L, "key must be a non-empty string or a number, got %s",
                         luaL_typename(L, idx));
-        luaL_argerror(L, idx, lua_tostring(L, -1));
+        luaL_argerror(L, argn, lua_tostring(L, -1));
     }
     k.ptr = lua_tolstring(L, idx, &k.len);
     if (k.len == 0)
-        luaL_argerror(L, idx, "key must not be empty");
+        luaL_argerror(L, argn, "key must not be empty");
     return k;
 }
+
+static cachy_slice check_key(lua_State *L, int idx) { return check_key_of(L, idx, idx); }
 
 static void lookup_shared(lua_State *L, manager_ud *mgr, const char *field)
 {
@@ -339,25 +343,29 @@ static void push_serializer(lua_State *L, repo_ud *r)
     lua_pushvalue(L, -2);
     lua_gettable(L, -2);
     if (!lua_istable(L, -1))
-        luaL_error(L, "serializer '%s' is not registered", lua_tostring(L, -3));
+        luaL_error(L, "serializer '%s' of store '%s' is not registered", lua_tostring(L, -3),
+                   cachy_store_name(r->st->store));
     lua_replace(L, -4);
     lua_pop(L, 2);
 }
 
-/* Encodes the value at idx into st->buf. Unstorable values raise (misuse);
- * a user serializer's failure returns -1 with err set. */
-static int encode_value(lua_State *L, repo_ud *r, int idx, cachy_error *err)
+/* Encodes the value at idx into st->buf. Unstorable values raise (misuse),
+ * blaming argument `argn` and naming the path from `root`; a user
+ * serializer's failure returns -1 with err set. */
+static int encode_value(lua_State *L, repo_ud *r, int idx, int argn, const char *root,
+                        cachy_error *err)
 {
     store_state *st = r->st;
     char why[256];
     idx = lua_absindex(L, idx);
     if (lua_isnil(L, idx))
-        luaL_argerror(L, idx, "nil cannot be stored; use forget to remove a key");
-    if (st->msgpack || cachy_isinteger(L, idx)) {
-        if (cachy_codec_encode(L, idx, "value", &st->buf, why, sizeof why) != 0)
-            luaL_argerror(L, idx, why);
+        luaL_argerror(L, argn, "nil cannot be stored; use forget to remove a key");
+    /* MessagePack is also the check of what can be stored, whatever the
+     * serializer, so every serializer refuses the same values the same way. */
+    if (cachy_codec_encode(L, idx, root, &st->buf, why, sizeof why) != 0)
+        luaL_argerror(L, argn, why);
+    if (st->msgpack || cachy_isinteger(L, idx))
         return 0;
-    }
     push_serializer(L, r);
     lua_getfield(L, -1, "serialize");
     lua_pushvalue(L, idx);
@@ -513,7 +521,7 @@ static int store_value(lua_State *L, repo_ud *r, cachy_slice key, int vidx, int 
         lua_pushboolean(L, 0);
         return 1;
     }
-    if (encode_value(L, r, vidx, &err) != 0)
+    if (encode_value(L, r, vidx, vidx, "value", &err) != 0)
         return push_failure(L, &err);
     prepare(L, r);      /* after the serializer, which may run Lua code */
     {
@@ -623,7 +631,7 @@ static int collect_keys(lua_State *L, int tidx, size_t *count)
     lua_createtable(L, (int)n, 0);
     for (i = 1; i <= n; i++) {
         lua_rawgeti(L, tidx, (int)i);
-        check_key(L, lua_gettop(L));
+        check_key_of(L, lua_gettop(L), tidx);
         lua_rawseti(L, -2, (int)i);
     }
     *count = n;
@@ -678,6 +686,26 @@ static int m_many(lua_State *L)
     return 1;
 }
 
+/* "value.name", "value[3]" or "value[\"a b\"]": where put_many's value for
+ * the key at kidx sits, for error messages. */
+static void value_root(lua_State *L, int kidx, cachy_slice k, char *out, size_t outlen)
+{
+    char q[96];
+    size_t i;
+    int ident = k.len > 0 && !(k.ptr[0] >= '0' && k.ptr[0] <= '9');
+    for (i = 0; i < k.len && ident; i++) {
+        char c = k.ptr[i];
+        ident = c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    }
+    cachy_quote_key(k, q, sizeof q);
+    if (lua_type(L, kidx) == LUA_TNUMBER)
+        snprintf(out, outlen, "value[%s]", q);
+    else if (ident)
+        snprintf(out, outlen, "value.%s", q);
+    else
+        snprintf(out, outlen, "value[\"%s\"]", q);
+}
+
 static int m_put_many(lua_State *L)
 {
     repo_ud *r = to_repo(L);
@@ -706,7 +734,7 @@ static int m_put_many(lua_State *L)
             cachy_slice k;
             lua_pop(L, 1);
             lua_pushvalue(L, 4);
-            k = check_key(L, 5);
+            k = check_key_of(L, 5, 2);
             prepare(L, r);
             if (r_forget(r, k, &err) < 0)
                 return push_failure(L, &err);
@@ -726,14 +754,18 @@ static int m_put_many(lua_State *L)
     while (lua_next(L, 2)) {
         cachy_slice k;
         lua_pushvalue(L, -2);
-        k = check_key(L, lua_gettop(L));
+        k = check_key_of(L, lua_gettop(L), 2);
         offs[4 * i] = st->batch.len;
         offs[4 * i + 1] = k.len;
         if (cachy_buf_append(&st->batch, k.ptr, k.len) != 0)
             return luaL_error(L, "not enough memory");
         lua_pop(L, 1);
-        if (encode_value(L, r, -1, &err) != 0)
-            return push_failure(L, &err);
+        {
+            char root[128];
+            value_root(L, -2, k, root, sizeof root);
+            if (encode_value(L, r, -1, 2, root, &err) != 0)
+                return push_failure(L, &err);
+        }
         offs[4 * i + 2] = st->batch.len;
         offs[4 * i + 3] = st->buf.len;
         if (cachy_buf_append(&st->batch, st->buf.data, st->buf.len) != 0)
@@ -889,7 +921,7 @@ static int remember_common(lua_State *L, repo_ud *r, cachy_slice key, int ttl_rc
     lua_pop(L, 1);
     if (ttl_rc == TTL_OK) {
         cachy_slice val;
-        if (encode_value(L, r, top + 1, &err) == 0) {
+        if (encode_value(L, r, top + 1, top + 1, "value", &err) == 0) {
             prepare(L, r);      /* fn and the serializer may have used the store */
             val.ptr = r->st->buf.data;
             val.len = r->st->buf.len;
@@ -936,8 +968,14 @@ static int decorated(lua_State *L)
     cachy_error err;
     int64_t ms = 0;
 
-    if (cachy_codec_args_hash(L, 1, nargs, hex, why, sizeof why) != 0)
-        return luaL_error(L, "cannot cache a call to '%s': %s", prefix, why);
+    if (cachy_codec_args_hash(L, 1, nargs, hex, why, sizeof why) != 0) {
+        /* "argument #2 is a function" -> "... with argument #2: it is a function" */
+        const char *is = strstr(why, " is ");
+        if (is == NULL)
+            return luaL_error(L, "cannot cache a call: %s", why);
+        lua_pushlstring(L, why, (size_t)(is - why));
+        return luaL_error(L, "cannot cache a call with %s: it%s", lua_tostring(L, -1), is);
+    }
     if (cachy_buf_set(&st->key, prefix, plen) != 0 || cachy_buf_append(&st->key, ":", 1) != 0 ||
         cachy_buf_append(&st->key, hex, 32) != 0)
         return luaL_error(L, "not enough memory");

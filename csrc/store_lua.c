@@ -185,10 +185,12 @@ static int ls_incr(cachy_store *s, cachy_slice key, int64_t by, int64_t *result,
     return 0;
 }
 
+/* flush(prefix): the prefix ("" for none) lets the store keep other
+ * managers' keys, as the built-in stores do. */
 static int ls_flush(cachy_store *s, cachy_slice prefix, cachy_error *err)
 {
-    (void)prefix;   /* a Lua store owns its whole namespace */
-    return write_method(s, "flush", 0, err) < 0 ? -1 : 0;
+    lua_pushlstring(host_state(s), prefix.ptr, prefix.len);
+    return write_method(s, "flush", 1, err) < 0 ? -1 : 0;
 }
 
 static int ls_many(cachy_store *s, const cachy_slice *keys, size_t n, cachy_buf *outs, int *found,
