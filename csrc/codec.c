@@ -754,6 +754,31 @@ static void dec_init(dec_user *u, lua_State *L, size_t budget)
     u->key_nan = 0;
 }
 
+/*
+ * A value that is exactly one MessagePack string, the commonest thing a
+ * cache holds, is pushed here without setting up the parser: that setup
+ * was a fifth of a memory get-hit. 1 pushed, 0 not such a value.
+ */
+static int dec_lone_string(lua_State *L, const char *p, size_t n)
+{
+    const unsigned char *b = (const unsigned char *)p;
+    size_t head, len;
+    if (b[0] >= 0xa0 && b[0] <= 0xbf)
+        head = 1, len = b[0] & 0x1f;
+    else if (b[0] == 0xd9 && n >= 2)
+        head = 2, len = b[1];
+    else if (b[0] == 0xda && n >= 3)
+        head = 3, len = (size_t)b[1] << 8 | b[2];
+    else if (b[0] == 0xdb && n >= 5)
+        head = 5, len = (size_t)b[1] << 24 | (size_t)b[2] << 16 | (size_t)b[3] << 8 | b[4];
+    else
+        return 0;
+    if (len != n - head)
+        return 0;       /* truncated or trailing bytes: the parser says which */
+    lua_pushlstring(L, p + head, len);
+    return 1;
+}
+
 int cachy_codec_decode(lua_State *L, const char *p, size_t n, char *errmsg, size_t errlen)
 {
     cachy_slice s = { p, n };
@@ -765,6 +790,8 @@ int cachy_codec_decode(lua_State *L, const char *p, size_t n, char *errmsg, size
     dec_init(&u, L, n);
     if (!lua_checkstack(L, 1))
         return dec_fail(L, top, &u, DEC_ESTACK, errmsg, errlen);
+    if (n > 0 && dec_lone_string(L, p, n))
+        return 0;
     /*
      * Decimal text first: how top-level integers are stored, and what other
      * clients write. MessagePack written here never looks like that (no
