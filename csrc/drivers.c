@@ -6,6 +6,7 @@
 extern const cachy_store_ops cachy_file_ops;
 extern const cachy_store_ops cachy_memory_ops;
 extern const cachy_store_ops cachy_null_ops;
+extern const cachy_store_ops cachy_redis_ops;
 
 static const struct {
     const char *name;
@@ -15,6 +16,7 @@ static const struct {
     { "dict", &cachy_memory_ops },      /* Cachy's name for the memory driver */
     { "null", &cachy_null_ops },
     { "file", &cachy_file_ops },
+    { "redis", &cachy_redis_ops },
 };
 
 const cachy_store_ops *cachy_driver_find(const char *name)

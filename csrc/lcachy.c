@@ -26,7 +26,6 @@ typedef struct store_state {
     cachy_buf buf;            /* encoded values and fetched bytes */
     cachy_buf key;            /* decorator keys */
     cachy_buf batch;          /* put_many: keys and values side by side */
-    cachy_buf tkey;           /* a key in its tags' namespace */
     int64_t last_report_ms;   /* default on_error: one line a second per store */
 } store_state;
 
@@ -233,33 +232,39 @@ static int check_ttl(lua_State *L, int idx, int64_t dflt_ms, int64_t *ms)
 /* ---- store operations, in the repository's tag namespace --------------- */
 
 /* The key the store sees: for a tagged repository, the item's key in its
- * tags' namespace (in st->tkey, valid until the next call). */
-static int scope(repo_ud *r, cachy_slice *key, char ns[33], cachy_error *err)
+ * tags' namespace, in `buf` (the caller's own: a Lua store may call back
+ * into this repository while the key is still in use). */
+static int scope(repo_ud *r, cachy_slice *key, cachy_buf *buf, char ns[33], cachy_error *err)
 {
-    store_state *st = r->st;
     if (r->ntags == 0)
         return 0;
-    if (cachy_tags_item_key(st->store, r->tags, r->ntags, *key, &st->tkey, ns, err) != 0)
+    if (cachy_tags_item_key(r->st->store, r->tags, r->ntags, *key, buf, ns, err) != 0)
         return -1;
-    key->ptr = st->tkey.data;
-    key->len = st->tkey.len;
+    key->ptr = buf->data;
+    key->len = buf->len;
     return 0;
 }
 
 static int r_get(repo_ud *r, cachy_slice key, cachy_buf *out, cachy_error *err)
 {
+    cachy_buf buf = { 0 };
     char ns[33];
-    if (scope(r, &key, ns, err) != 0)
-        return -1;
-    return cachy_get(r->st->store, key, out, err);
+    int rc = scope(r, &key, &buf, ns, err);
+    if (rc == 0)
+        rc = cachy_get(r->st->store, key, out, err);
+    cachy_buf_free(&buf);
+    return rc;
 }
 
 static int r_forget(repo_ud *r, cachy_slice key, cachy_error *err)
 {
+    cachy_buf buf = { 0 };
     char ns[33];
-    if (scope(r, &key, ns, err) != 0)
-        return -1;
-    return cachy_forget(r->st->store, key, err);
+    int rc = scope(r, &key, &buf, ns, err);
+    if (rc == 0)
+        rc = cachy_forget(r->st->store, key, err);
+    cachy_buf_free(&buf);
+    return rc;
 }
 
 /* put (is_add 0) or add (1); tagged writes are recorded first and checked
@@ -268,39 +273,43 @@ static int r_write(repo_ud *r, cachy_slice key, cachy_slice val, int64_t ttl_ms,
                    cachy_error *err)
 {
     cachy_store *s = r->st->store;
+    cachy_buf buf = { 0 };
     char ns[33];
-    int rc;
-    if (scope(r, &key, ns, err) != 0)
-        return -1;
-    if (r->ntags && cachy_tags_record(s, r->tags, r->ntags, key, ttl_ms, err) != 0)
-        return -1;
-    rc = is_add ? cachy_add(s, key, val, ttl_ms, err) : cachy_put(s, key, val, ttl_ms, err);
+    int rc = scope(r, &key, &buf, ns, err);
+    if (rc == 0 && r->ntags)
+        rc = cachy_tags_record(s, r->tags, r->ntags, key, ttl_ms, err);
+    if (rc == 0)
+        rc = is_add ? cachy_add(s, key, val, ttl_ms, err) : cachy_put(s, key, val, ttl_ms, err);
     if (rc >= 0 && r->ntags) {
         int moved = cachy_tags_recheck(s, r->tags, r->ntags, key, ns, err);
         if (moved < 0)
-            return -1;
-        if (moved && is_add)
+            rc = -1;
+        else if (moved && is_add)
             rc = 0;
     }
+    cachy_buf_free(&buf);
     return rc;
 }
 
 static int r_incr(repo_ud *r, cachy_slice key, int64_t by, int64_t *result, cachy_error *err)
 {
     cachy_store *s = r->st->store;
+    cachy_buf buf = { 0 }, old = { 0 };
     char ns[33];
-    int rc;
-    if (scope(r, &key, ns, err) != 0)
-        return -1;
-    if (r->ntags) {
+    int rc = scope(r, &key, &buf, ns, err);
+    if (rc == 0 && r->ntags) {
         /* record a counter once, when it is created, not at every step */
-        rc = cachy_get(s, key, &r->st->buf, err);
-        if (rc < 0 || (rc == 0 && cachy_tags_record(s, r->tags, r->ntags, key, 0, err) != 0))
-            return -1;
+        rc = cachy_get(s, key, &old, err);
+        if (rc == 0)
+            rc = cachy_tags_record(s, r->tags, r->ntags, key, 0, err);
+        rc = rc < 0 ? -1 : 0;
     }
-    rc = cachy_incr(s, key, by, result, err);
+    if (rc == 0)
+        rc = cachy_incr(s, key, by, result, err);
     if (rc == 0 && r->ntags && cachy_tags_recheck(s, r->tags, r->ntags, key, ns, err) < 0)
-        return -1;
+        rc = -1;
+    cachy_buf_free(&buf);
+    cachy_buf_free(&old);
     return rc;
 }
 
@@ -716,6 +725,7 @@ static int m_put_many(lua_State *L)
     size_t n = 0, i;
     cachy_slice *keys, *vals;
     size_t *offs;
+    const char *batch;
     luaL_checktype(L, 2, LUA_TTABLE);
     ttl_rc = check_ttl(L, 3, r->mgr->default_ttl_ms, &ms);
     lua_pushnil(L);
@@ -773,10 +783,14 @@ static int m_put_many(lua_State *L)
         lua_pop(L, 1);
         i++;
     }
+    /* A Lua store may use the cache again, reusing st->batch: the slices
+     * point into an immutable copy on the stack instead. */
+    lua_pushlstring(L, st->batch.data, st->batch.len);
+    batch = lua_tostring(L, -1);
     for (i = 0; i < n; i++) {
-        keys[i].ptr = st->batch.data + offs[4 * i];
+        keys[i].ptr = batch + offs[4 * i];
         keys[i].len = offs[4 * i + 1];
-        vals[i].ptr = st->batch.data + offs[4 * i + 2];
+        vals[i].ptr = batch + offs[4 * i + 2];
         vals[i].len = offs[4 * i + 3];
     }
     prepare(L, r);
@@ -955,6 +969,24 @@ static int m_remember_forever(lua_State *L)
     return remember_common(L, r, key, TTL_OK, 0, fidx);
 }
 
+/* The entry's key, "<prefix>:<hex>", in st->key; for a Lua store, whose
+ * methods may reenter the decorator and reuse st->key, a copy on the stack. */
+static cachy_slice entry_key(lua_State *L, store_state *st, const char *prefix, size_t plen,
+                             const char *hex)
+{
+    cachy_slice key;
+    if (cachy_buf_set(&st->key, prefix, plen) != 0 || cachy_buf_append(&st->key, ":", 1) != 0 ||
+        cachy_buf_append(&st->key, hex, 32) != 0)
+        luaL_error(L, "not enough memory");
+    key.ptr = st->key.data;
+    key.len = st->key.len;
+    if (st->lua_driver) {
+        lua_pushlstring(L, key.ptr, key.len);
+        key.ptr = lua_tostring(L, -1);
+    }
+    return key;
+}
+
 /* Upvalues: 1 repository, 2 function, 3 key prefix, 4 ttl (ms, or a date table). */
 static int decorated(lua_State *L)
 {
@@ -976,12 +1008,8 @@ static int decorated(lua_State *L)
         lua_pushlstring(L, why, (size_t)(is - why));
         return luaL_error(L, "cannot cache a call with %s: it%s", lua_tostring(L, -1), is);
     }
-    if (cachy_buf_set(&st->key, prefix, plen) != 0 || cachy_buf_append(&st->key, ":", 1) != 0 ||
-        cachy_buf_append(&st->key, hex, 32) != 0)
-        return luaL_error(L, "not enough memory");
-    key.ptr = st->key.data;
-    key.len = st->key.len;
     prepare(L, r);
+    key = entry_key(L, st, prefix, plen, hex);
     top = lua_gettop(L);
     rc = r_get(r, key, &st->buf, &err);
     if (rc == 1) {
@@ -1021,11 +1049,7 @@ static int decorated(lua_State *L)
         /* fn may have used the store: nested calls reuse the key buffer and
          * the Lua store's view of the stack */
         prepare(L, r);
-        if (cachy_buf_set(&st->key, prefix, plen) != 0 ||
-            cachy_buf_append(&st->key, ":", 1) != 0 || cachy_buf_append(&st->key, hex, 32) != 0)
-            return luaL_error(L, "not enough memory");
-        key.ptr = st->key.data;
-        key.len = st->key.len;
+        key = entry_key(L, st, prefix, plen, hex);
         rc = r_write(r, key, val, ms, 0, &err);
         lua_settop(L, top + nres);
         if (rc < 0)
@@ -1247,7 +1271,6 @@ static void close_all(lua_State *L, manager_ud *mgr, int release)
             cachy_buf_free(&st->buf);
             cachy_buf_free(&st->key);
             cachy_buf_free(&st->batch);
-            cachy_buf_free(&st->tkey);
             st->store = NULL;
         }
     }

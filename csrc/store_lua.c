@@ -17,6 +17,16 @@ static lua_State *host_state(cachy_store *s)
     return h ? h->L : NULL;
 }
 
+/* The store's methods may use the cache again (the same store included),
+ * which points the host at their own stack frame: restore ours after. */
+static int protected_call(cachy_lua_host *h, int nargs, int nres)
+{
+    cachy_lua_host saved = *h;
+    int rc = lua_pcall(h->L, nargs, nres, 0);
+    *h = saved;
+    return rc;
+}
+
 /* Sets err from a failed call: the raised message or the returned err. */
 static int fail_with_top(cachy_store *s, lua_State *L, int pop, cachy_error *err)
 {
@@ -51,7 +61,7 @@ static int call_method(cachy_store *s, const char *method, int nargs, int nres, 
     base = lua_gettop(L) - nargs - 1;
     lua_insert(L, base);        /* fn args... instance */
     lua_insert(L, base + 1);    /* fn instance args... */
-    if (lua_pcall(L, nargs + 1, nres + 1, 0) != LUA_OK)
+    if (protected_call(h, nargs + 1, nres + 1) != LUA_OK)
         return fail_with_top(s, L, 1, err);
     /* Lua's failure convention: nil, err */
     if (lua_isnil(L, -(nres + 1)) && !lua_isnil(L, -nres)) {
@@ -72,7 +82,7 @@ static int ls_open(cachy_store *s, cachy_error *err)
     }
     lua_getfield(L, h->slots, "factory");
     lua_getfield(L, h->slots, "config");
-    if (lua_pcall(L, 1, 2, 0) != LUA_OK)
+    if (protected_call(h, 1, 2) != LUA_OK)
         return fail_with_top(s, L, 1, err);
     if (lua_isnil(L, -2) && !lua_isnil(L, -1)) {
         lua_remove(L, -2);

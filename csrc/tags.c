@@ -18,6 +18,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <xxhash.h>
@@ -52,19 +53,22 @@ static int oom(cachy_store *s, cachy_error *err)
 }
 
 /* A fresh version: random enough that a version key lost to eviction never
- * comes back with a value it had before. */
-static int64_t fresh_version(void)
+ * comes back with a value it had before (nanosecond clocks, the process,
+ * and the tag's name, hashed). */
+static int64_t fresh_version(cachy_slice tag)
 {
     struct {
-        int64_t wall, mono;
+        struct timespec wall, mono;
         long pid;
-        const void *stack;
+        uint64_t name;
     } seed;
-    seed.wall = cachy_now_ms();
-    seed.mono = cachy_monotonic_ms();
+    memset(&seed, 0, sizeof seed);
+    clock_gettime(CLOCK_REALTIME, &seed.wall);
+    clock_gettime(CLOCK_MONOTONIC, &seed.mono);
     seed.pid = (long)getpid();
-    seed.stack = &seed;
-    return (int64_t)(XXH3_64bits(&seed, sizeof seed) >> 12);   /* fits in a double too */
+    seed.name = XXH3_64bits(tag.ptr, tag.len);
+    /* >> 12: fits in a double too; | 1: 0 means "no version" */
+    return (int64_t)(XXH3_64bits(&seed, sizeof seed) >> 12) | 1;
 }
 
 /* The tag's current version; a missing one is created when `create`, else 0. */
@@ -97,7 +101,7 @@ static int tag_version(cachy_store *s, cachy_slice tag, int create, int64_t *v, 
         {
             char text[24];
             cachy_slice t;
-            int64_t fresh = fresh_version();
+            int64_t fresh = fresh_version(tag);
             t.ptr = text;
             t.len = cachy_format_int(fresh, text);
             rc = cachy_add(s, slice_of(&key), t, 0, err);

@@ -6,19 +6,8 @@
 -- contract is checked here instead: writes succeed, reads miss, counters
 -- return n, misuse still raises.
 local cachy = require("cachy")
-
-local function pack(...)
-  return { n = select("#", ...), ... }
-end
-
-local function counted(impl)
-  local c = { calls = 0 }
-  c.fn = function(...)
-    c.calls = c.calls + 1
-    return impl(...)
-  end
-  return c
-end
+local util = require("helpers.util")
+local pack, counted = util.pack, util.counted
 
 describe("null store", function()
   local cache

@@ -4,23 +4,12 @@
 -- the bytes it is given, how failures and undecodable data are reported,
 -- and that remember and the decorator fail open.
 local cachy = require("cachy")
+local util = require("helpers.util")
+local pack, counted = util.pack, util.counted
 local behaviour = require("behaviour")
 local luastore = require("helpers.luastore")
 
 local math_type = math.type
-
-local function pack(...)
-  return { n = select("#", ...), ... }
-end
-
-local function counted(impl)
-  local c = { calls = 0 }
-  c.fn = function(...)
-    c.calls = c.calls + 1
-    return impl(...)
-  end
-  return c
-end
 
 for _, variant in ipairs({
   { label = "lua", optional = true },

@@ -2,52 +2,11 @@
 -- through the memory store: every storable type with its subtype, nesting
 -- to the depth limit, and the exact errors for what cannot be stored.
 local cachy = require("cachy")
+local util = require("helpers.util")
+local strict_diff, assert_strict = util.strict_diff, util.assert_strict
 
 local math_type = math.type          -- nil on LuaJIT: no integer subtype there
 local maxinteger, mininteger = math.maxinteger, math.mininteger
-
--- Why a and b differ, strictly (number subtypes, NaN, sign of zero,
--- metatables), or nil when they are the same value.
-local function strict_diff(a, b, path)
-  if type(a) ~= type(b) then
-    return string.format("%s: expected a %s, got a %s", path, type(a), type(b))
-  end
-  if type(a) == "number" then
-    if math_type and math_type(a) ~= math_type(b) then
-      return string.format("%s: expected a %s, got a %s", path, math_type(a), math_type(b))
-    end
-    if a ~= a then
-      return b == b and string.format("%s: expected NaN, got %s", path, tostring(b)) or nil
-    end
-    if a ~= b then
-      return string.format("%s: expected %.17g, got %.17g", path, a, b)
-    end
-    if a == 0 and (not math_type or math_type(a) == "float") and 1 / a ~= 1 / b then
-      return path .. ": the sign of zero was lost"
-    end
-    return nil
-  end
-  if type(a) == "table" then
-    if getmetatable(b) ~= nil then return path .. ": has a metatable" end
-    for k, v in pairs(a) do
-      local d = strict_diff(v, rawget(b, k), path .. "[" .. tostring(k) .. "]")
-      if d then return d end
-    end
-    for k in pairs(b) do
-      if rawget(a, k) == nil then return path .. ": unexpected key " .. tostring(k) end
-    end
-    return nil
-  end
-  if a ~= b then
-    return string.format("%s: expected %q, got %q", path, tostring(a), tostring(b))
-  end
-  return nil
-end
-
-local function assert_strict(expected, actual)
-  local d = strict_diff(expected, actual, "value")
-  assert.is_nil(d, d)
-end
 
 -- n tables, each inside the previous one.
 local function nest(n, leaf)

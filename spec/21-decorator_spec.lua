@@ -4,20 +4,9 @@
 -- the arguments' canonical form, equal across processes), which arguments
 -- and results cannot be cached, and the minutes option.
 local cachy = require("cachy")
+local util = require("helpers.util")
+local pack, counted = util.pack, util.counted
 local luastore = require("helpers.luastore")
-
-local function pack(...)
-  return { n = select("#", ...), ... }
-end
-
-local function counted(impl)
-  local c = { calls = 0 }
-  c.fn = function(...)
-    c.calls = c.calls + 1
-    return impl(...)
-  end
-  return c
-end
 
 local HEX32 = string.rep("%x", 32)
 

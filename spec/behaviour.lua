@@ -15,6 +15,8 @@ local busted = require("busted")
 local assert = require("luassert")
 local system = require("system")
 local cachy = require("cachy")
+local util = require("helpers.util")
+local pack, counted, strict_diff, assert_strict = util.pack, util.counted, util.strict_diff, util.assert_strict
 
 local describe, it, pending = busted.describe, busted.it, busted.pending
 local before_each, after_each = busted.before_each, busted.after_each
@@ -23,66 +25,8 @@ local unpack = table.unpack or unpack
 local math_type = math.type          -- nil on LuaJIT: no integer subtype there
 local maxinteger, mininteger = math.maxinteger, math.mininteger
 
-local function pack(...)
-  return { n = select("#", ...), ... }
-end
-
 local function sleep(seconds)
   system.sleep(seconds)
-end
-
--- A function that counts its calls: f.calls, f.fn.
-local function counted(impl)
-  local c = { calls = 0 }
-  c.fn = function(...)
-    c.calls = c.calls + 1
-    return impl(...)
-  end
-  return c
-end
-
--- Why a and b differ, strictly (number subtypes, NaN, sign of zero,
--- metatables), or nil when they are the same value.
-local function strict_diff(a, b, path)
-  if type(a) ~= type(b) then
-    return string.format("%s: expected a %s, got a %s", path, type(a), type(b))
-  end
-  if type(a) == "number" then
-    if math_type and math_type(a) ~= math_type(b) then
-      return string.format("%s: expected a %s, got a %s", path, math_type(a), math_type(b))
-    end
-    if a ~= a then
-      return b == b and string.format("%s: expected NaN, got %s", path, tostring(b)) or nil
-    end
-    if a ~= b then
-      return string.format("%s: expected %.17g, got %.17g", path, a, b)
-    end
-    if a == 0 and math_type and math_type(a) == "float" and 1 / a ~= 1 / b then
-      return path .. ": the sign of zero was lost"
-    end
-    return nil
-  end
-  if type(a) == "table" then
-    if getmetatable(b) ~= nil then return path .. ": has a metatable" end
-    for k, v in pairs(a) do
-      local d = strict_diff(v, rawget(b, k), path .. "[" .. tostring(k) .. "]")
-      if d then return d end
-    end
-    for k in pairs(b) do
-      if rawget(a, k) == nil then return path .. ": unexpected key " .. tostring(k) end
-    end
-    return nil
-  end
-  if a ~= b then
-    return string.format("%s: expected %s, got %s", path, tostring(a), tostring(b))
-  end
-  return nil
-end
-
-local function assert_strict(expected, actual)
-  assert.are.same(expected, actual)
-  local d = strict_diff(expected, actual, "value")
-  assert.is_nil(d, d)
 end
 
 -- err is a backend failure of store 'main' whose cause matches tail_pattern.
@@ -809,6 +753,86 @@ return function(label, opts)
         assert.are.same({ n = 3, nil, 2, nil }, seen)
         w(1, 2, 3, 4, 5)
         assert.are.same({ n = 5, 1, 2, 3, 4, 5 }, seen)
+      end)
+    end)
+
+    ----------------------------------------------------------------- tags
+
+    describe("tags", function()
+      case("tags_john_anne", "flushes by tag as SPEC section 6 shows", function()
+        local john, anne = { name = "John" }, { name = "Anne" }
+        cache:tags("people", "artists"):put("John", john, 10)
+        cache:tags({ "people", "authors" }):put("Anne", anne, 10)
+        assert.are.same(john, cache:tags("people", "artists"):get("John"))
+        assert.are.same(anne, cache:tags("people", "authors"):get("Anne"))
+        cache:tags("people", "authors"):flush()   -- removes John and Anne
+        assert.is_nil(cache:tags("people", "artists"):get("John"))
+        assert.is_nil(cache:tags("people", "authors"):get("Anne"))
+
+        cache:tags("people", "artists"):put("John", john, 10)
+        cache:tags({ "people", "authors" }):put("Anne", anne, 10)
+        cache:tags("authors"):flush()             -- removes Anne only
+        assert.are.same(john, cache:tags("people", "artists"):get("John"))
+        assert.is_nil(cache:tags("people", "authors"):get("Anne"))
+      end)
+
+      case("tags_namespace", "keeps tagged items apart from untagged ones and from other tag lists", function()
+        local t = cache:tags("a", "b")
+        assert.are.equal(true, t:put("k", "tagged"))
+        assert.are.equal(true, cache:put("k", "plain"))
+        assert.are.equal("tagged", t:get("k"))
+        assert.are.equal("plain", cache:get("k"))
+        assert.is_nil(cache:tags("b", "a"):get("k"))   -- reading needs the same ordered list
+        assert.is_nil(cache:tags("a"):get("k"))
+        t:flush()
+        assert.is_nil(t:get("k"))
+        assert.are.equal("plain", cache:get("k"))
+      end)
+
+      case("tags_methods", "have every repository method", function()
+        local t = cache:tags("m")
+        assert.are.equal(true, t:add("a", 1, 10))
+        assert.are.equal(false, t:add("a", 2, 10))
+        assert.are.equal(true, t:has("a"))
+        assert.are.equal(3, t:increment("a", 2))
+        assert.are.equal(2, t:decrement("a"))
+        assert.are.equal(true, t:forever("f", { 1, 2 }))
+        assert.are.equal(true, t:put_many({ x = "X", y = "Y" }, 10))
+        assert.are.same({ x = "X", y = "Y" }, t:many({ "x", "y", "z" }))
+        assert.are.equal("X", t:pull("x"))
+        assert.is_nil(t:get("x"))
+        assert.are.equal(true, t:forget("y"))
+        assert.are.equal(false, t:forget("y"))
+        local loads = counted(function() return "loaded" end)
+        assert.are.equal("loaded", t:remember("r", 10, loads.fn))
+        assert.are.equal("loaded", t:remember_forever("r", loads.fn))
+        assert.are.equal(1, loads.calls)
+        local f = counted(function(x) return x * 2 end)
+        local w = t(f.fn, { key = "double" })
+        assert.are.equal(4, w(2))
+        assert.are.equal(4, w(2))
+        assert.are.equal(1, f.calls)
+        t:flush()
+        for _, k in ipairs({ "a", "f", "r" }) do assert.is_nil(t:get(k)) end
+        assert.are.equal(4, w(2))
+        assert.are.equal(2, f.calls)
+        assert.are.equal(1, t:increment("a"))      -- starts again at 0 after the flush
+      end)
+
+      case("tags_flush_leaves_others", "flushing one tag keeps items of other tags and untagged items", function()
+        cache:tags("x"):put("k", 1, 10)
+        cache:tags("y"):put("k", 2, 10)
+        cache:put("k", 3, 10)
+        cache:tags("x"):flush()
+        assert.is_nil(cache:tags("x"):get("k"))
+        assert.are.equal(2, cache:tags("y"):get("k"))
+        assert.are.equal(3, cache:get("k"))
+      end)
+
+      case("tags_bad_names", "raise for tags that are not non-empty strings", function()
+        assert.has_error(function() cache:tags() end)
+        assert.has_error(function() cache:tags("") end)
+        assert.has_error(function() cache:tags({ "a", {} }) end)
       end)
     end)
 

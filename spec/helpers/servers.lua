@@ -38,11 +38,21 @@ function Server:signal(sig)
   os.execute(string.format("kill -%s %d 2>/dev/null", sig, self.pid))
 end
 
+-- Gone, or a zombie waiting for init to reap it (kill -0 still succeeds on those).
+local function gone(pid)
+  local f = io.open("/proc/" .. pid .. "/status")
+  if not f then return true end
+  local status = f:read("*a")
+  f:close()
+  return status:match("\nState:%s*Z") ~= nil
+end
+M.gone = gone
+
 -- Stops the process and waits until it is gone.
 function Server:stop(sig)
   self:signal(sig or "TERM")
   for _ = 1, 200 do
-    if not succeeds(string.format("kill -0 %d 2>/dev/null", self.pid)) then return end
+    if gone(self.pid) then return end
     os.execute("sleep 0.02")
   end
   self:signal("KILL")

@@ -1,0 +1,949 @@
+/*
+ * store_redis.c: the Redis driver, on hiredis 0.14.
+ *
+ * hiredis opens the connection (TCP or Unix socket, within connect_timeout),
+ * formats every command and parses every reply. The socket I/O in between is
+ * done here, because hiredis 0.14 gets three things wrong for a cache that
+ * lives inside someone else's process:
+ *
+ *  - SIGPIPE. hiredis writes with write(), so a server that went away raises
+ *    SIGPIPE, whose default action kills the host. Commands are sent here with
+ *    send(MSG_NOSIGNAL) instead: a dead peer is the error EPIPE and no signal
+ *    is raised at all, so the application's SIGPIPE disposition and signal
+ *    mask are never read or changed.
+ *  - Timeouts. A fresh hiredis 0.14 context has no read or write timeout
+ *    (the connect timeout is not kept), and redisSetTimeout bounds each
+ *    read() separately. Here the socket timeouts are set with redisSetTimeout
+ *    on every new connection, and each round trip has one deadline: when a
+ *    reply needs several reads, the socket timeout is shortened to the time
+ *    left, so a server that trickles bytes cannot stretch a call.
+ *  - Sizes from the wire. Replies are built by this file's constructors, which
+ *    check every string length and element count against what the command in
+ *    flight can return before allocating; bytes buffered for one reply are
+ *    capped as well.
+ *
+ * Name resolution (getaddrinfo) is not bounded by connect_timeout: give
+ * `host` as an address where that matters.
+ *
+ * A connection that failed, timed out or sent something unreadable is freed
+ * at once and never reused: a late reply can never be read as the answer to
+ * a later command. The next call connects again (AUTH and SELECT included).
+ * An idle connection is checked before each request, so a server that was
+ * restarted since the last call costs a reconnect, not an error.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <hiredis.h>
+
+#include "store.h"
+
+/* Redis refuses bulk strings over its proto-max-bulk-len, 512 MiB by default. */
+#define MAX_BULK ((size_t)512 * 1024 * 1024)
+/* Bytes one reply may occupy while it is being read. */
+#define MAX_BUFFERED (MAX_BULK + 64 * 1024)
+/* SCAN's COUNT hint for flush, and the most keys one SCAN reply may carry. */
+#define SCAN_COUNT "1000"
+#define SCAN_MAX_KEYS 100000
+#define TEXT_SHOWN 200
+#define READ_CHUNK 16384
+
+typedef struct reply {
+    int type;                   /* REDIS_REPLY_* */
+    long long integer;
+    char *str;                  /* STRING, STATUS, ERROR: len bytes + NUL */
+    size_t len;
+    struct reply **elem;        /* ARRAY */
+    size_t n;
+} reply;
+
+typedef struct rconn {
+    /* configuration; the strings point into the store's options */
+    const char *host, *socket, *username, *password;
+    int port;
+    long long db;
+    double connect_timeout, timeout;       /* seconds */
+
+    redisContext *ctx;                     /* NULL while disconnected */
+    redisReader *reader;                   /* one per connection */
+    redisReplyObjectFunctions fns;
+    int64_t deadline;                      /* monotonic ms, for the round trip in flight */
+    int64_t sock_ms;                       /* timeout the socket has now */
+
+    /* what the reply being read may contain */
+    int max_depth;                         /* 0: no arrays, 1: flat, 2: SCAN's */
+    size_t max_elems;
+    char refusal[96];                      /* why a constructor refused a reply */
+    int oom;                               /* a constructor ran out of memory */
+
+    cachy_buf out;                         /* outgoing pipelined commands */
+} rconn;
+
+static const cachy_field redis_fields[] = {
+    { "host", CACHY_OPT_STRING, 0 },
+    { "port", CACHY_OPT_INTEGER, 0 },
+    { "socket", CACHY_OPT_STRING, 0 },
+    { "db", CACHY_OPT_INTEGER, 0 },
+    { "username", CACHY_OPT_STRING, 0 },
+    { "password", CACHY_OPT_STRING, 0 },
+    { "connect_timeout", CACHY_OPT_NUMBER, 0 },
+    { "timeout", CACHY_OPT_NUMBER, 0 },
+    { NULL, CACHY_OPT_STRING, 0 },
+};
+
+/* ---- text for error messages ------------------------------------------- */
+
+/* A server's error text as a message shows it: at most TEXT_SHOWN bytes,
+ * then "..."; bytes outside printable ASCII as \xNN. */
+static const char *shown(const char *p, size_t n, char out[TEXT_SHOWN * 4 + 4])
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i, k = n > TEXT_SHOWN ? TEXT_SHOWN : n;
+    char *o = out;
+    for (i = 0; i < k; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if (ch < 0x20 || ch > 0x7e) {
+            *o++ = '\\';
+            *o++ = 'x';
+            *o++ = hex[ch >> 4];
+            *o++ = hex[ch & 0xf];
+        } else {
+            *o++ = (char)ch;
+        }
+    }
+    if (n > k) {
+        memcpy(o, "...", 3);
+        o += 3;
+    }
+    *o = '\0';
+    return out;
+}
+
+/* Seconds as the user wrote them: 1 -> "1.0", 0.25 -> "0.25". */
+static const char *seconds(double v, char out[32])
+{
+    snprintf(out, 32, "%.1f", v);
+    if (strtod(out, NULL) != v)
+        snprintf(out, 32, "%g", v);
+    return out;
+}
+
+/* ---- replies ------------------------------------------------------------ */
+
+static void free_reply(void *obj)
+{
+    reply *r = obj;
+    size_t i;
+    if (r == NULL)
+        return;
+    for (i = 0; i < r->n; i++)
+        free_reply(r->elem[i]);
+    free(r->elem);
+    free(r->str);
+    free(r);
+}
+
+/* Constructors return NULL to stop the reader; they say why in the rconn. */
+static void *refuse(rconn *c, const char *what, long long n, size_t limit)
+{
+    snprintf(c->refusal, sizeof c->refusal, what, n, limit);
+    return NULL;
+}
+
+static reply *new_reply(const redisReadTask *task, int type)
+{
+    rconn *c = task->privdata;
+    reply *r = calloc(1, sizeof *r);
+    if (r == NULL) {
+        c->oom = 1;
+        return NULL;
+    }
+    r->type = type;
+    if (task->parent) {
+        reply *parent = task->parent->obj;
+        /* the reader fills exactly the slots it announced */
+        if (task->idx < 0 || (size_t)task->idx >= parent->n) {
+            free(r);
+            return refuse(c, "an element at index %lld of an array of %zu", task->idx, parent->n);
+        }
+        parent->elem[task->idx] = r;
+    }
+    return r;
+}
+
+static void *make_string(const redisReadTask *task, char *str, size_t len)
+{
+    rconn *c = task->privdata;
+    reply *r;
+    if (len > MAX_BULK)
+        return refuse(c, "a string of %lld bytes (at most %zu)", (long long)len, MAX_BULK);
+    r = new_reply(task, task->type);
+    if (r == NULL)
+        return NULL;
+    r->str = malloc(len + 1);
+    if (r->str == NULL) {
+        c->oom = 1;
+        if (task->parent == NULL)       /* a child is freed with its parent */
+            free(r);
+        return NULL;
+    }
+    memcpy(r->str, str, len);
+    r->str[len] = '\0';
+    r->len = len;
+    return r;
+}
+
+static void *make_array(const redisReadTask *task, int elements)
+{
+    rconn *c = task->privdata;
+    const redisReadTask *t;
+    reply *r;
+    int depth = 1;
+    for (t = task->parent; t; t = t->parent)
+        depth++;
+    if (depth > c->max_depth)
+        return refuse(c, "an array at depth %lld (at most %zu)", depth, (size_t)c->max_depth);
+    if (elements < 0 || (size_t)elements > c->max_elems)
+        return refuse(c, "an array of %lld elements (at most %zu)", elements, c->max_elems);
+    r = new_reply(task, REDIS_REPLY_ARRAY);
+    if (r == NULL)
+        return NULL;
+    r->elem = calloc(elements ? (size_t)elements : 1, sizeof *r->elem);
+    if (r->elem == NULL) {
+        c->oom = 1;
+        if (task->parent == NULL)
+            free(r);
+        return NULL;
+    }
+    r->n = (size_t)elements;
+    return r;
+}
+
+static void *make_integer(const redisReadTask *task, long long v)
+{
+    reply *r = new_reply(task, REDIS_REPLY_INTEGER);
+    if (r)
+        r->integer = v;
+    return r;
+}
+
+static void *make_nil(const redisReadTask *task) { return new_reply(task, REDIS_REPLY_NIL); }
+
+/* Moves a string reply's bytes into out without copying them again. */
+static void take_string(cachy_buf *out, reply *r)
+{
+    free(out->data);
+    out->data = r->str;
+    out->len = r->len;
+    out->cap = r->len + 1;
+    r->str = NULL;
+}
+
+/* ---- the connection ----------------------------------------------------- */
+
+static void drop(rconn *c)
+{
+    if (c->ctx)
+        redisFree(c->ctx);
+    if (c->reader)
+        redisReaderFree(c->reader);
+    c->ctx = NULL;
+    c->reader = NULL;
+}
+
+/* Drops the connection and reports why; returns -1. */
+static int io_fail(cachy_store *s, rconn *c, cachy_errcode code, const char *cause,
+                   cachy_error *err)
+{
+    drop(c);
+    cachy_error_set(err, s, code, "%s", cause);
+    return -1;
+}
+
+static int timed_out(cachy_store *s, rconn *c, cachy_error *err)
+{
+    char t[32], cause[64];
+    snprintf(cause, sizeof cause, "timed out after %s s", seconds(c->timeout, t));
+    return io_fail(s, c, CACHY_ETIMEOUT, cause, err);
+}
+
+static int lost(cachy_store *s, rconn *c, int e, cachy_error *err)
+{
+    char cause[160];
+    snprintf(cause, sizeof cause, "connection lost: %s", strerror(e));
+    return io_fail(s, c, CACHY_ECONN, cause, err);
+}
+
+static int set_sock_timeout(rconn *c, int64_t ms)
+{
+    struct timeval tv;
+    tv.tv_sec = (time_t)(ms / 1000);
+    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+    if (redisSetTimeout(c->ctx, tv) != REDIS_OK)
+        return -1;
+    c->sock_ms = ms;
+    return 0;
+}
+
+static int64_t timeout_ms(double secs)
+{
+    int64_t ms = (int64_t)(secs * 1000.0);
+    if ((double)ms < secs * 1000.0)     /* round up: never wait less than asked */
+        ms++;
+    return ms < 1 ? 1 : ms;
+}
+
+/* Before a blocking read or write: 0 with the socket's timeout no longer
+ * than what is left of the deadline, -1 when the deadline has passed.
+ * Small differences are let go to spare a system call per chunk. */
+static int arm(rconn *c)
+{
+    int64_t left = c->deadline - cachy_monotonic_ms();
+    if (left <= 0)
+        return -1;
+    if (left + 5 < c->sock_ms && set_sock_timeout(c, left) != 0)
+        return -1;
+    return 0;
+}
+
+static int send_all(cachy_store *s, rconn *c, const char *p, size_t n, cachy_error *err)
+{
+    while (n > 0) {
+        ssize_t k;
+        if (arm(c) != 0)
+            return timed_out(s, c, err);
+        k = send(c->ctx->fd, p, n, MSG_NOSIGNAL);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return timed_out(s, c, err);
+            return lost(s, c, errno, err);
+        }
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* Reads one reply, within the limits set for the command; *out owned by the caller. */
+static int read_reply(cachy_store *s, rconn *c, reply **out, cachy_error *err)
+{
+    char buf[READ_CHUNK], cause[256];
+    for (;;) {
+        void *obj = NULL;
+        ssize_t k;
+        c->refusal[0] = '\0';
+        c->oom = 0;
+        if (redisReaderGetReply(c->reader, &obj) != REDIS_OK) {
+            if (c->refusal[0]) {
+                snprintf(cause, sizeof cause, "reply refused: %s", c->refusal);
+                return io_fail(s, c, CACHY_ECORRUPT, cause, err);
+            }
+            if (c->oom)
+                return io_fail(s, c, CACHY_ENOMEM, "out of memory", err);
+            snprintf(cause, sizeof cause, "protocol error: %s", c->reader->errstr);
+            return io_fail(s, c, CACHY_ECONN, cause, err);
+        }
+        if (obj) {
+            *out = obj;
+            return 0;
+        }
+        if (c->reader->len - c->reader->pos > MAX_BUFFERED) {
+            snprintf(cause, sizeof cause, "reply refused: larger than %zu bytes", MAX_BUFFERED);
+            return io_fail(s, c, CACHY_ETOOBIG, cause, err);
+        }
+        if (arm(c) != 0)
+            return timed_out(s, c, err);
+        k = recv(c->ctx->fd, buf, sizeof buf, 0);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return timed_out(s, c, err);
+            return lost(s, c, errno, err);
+        }
+        if (k == 0)
+            return io_fail(s, c, CACHY_ECONN, "connection closed by the server", err);
+        if (redisReaderFeed(c->reader, buf, (size_t)k) != REDIS_OK)
+            return io_fail(s, c, CACHY_ENOMEM, "out of memory", err);
+    }
+}
+
+/* Appends one command to the pipeline. */
+static int append_cmd(cachy_store *s, rconn *c, int argc, const char **argv, const size_t *lens,
+                      cachy_error *err)
+{
+    char *cmd = NULL;
+    int n = redisFormatCommandArgv(&cmd, argc, argv, lens);
+    int rc;
+    if (n < 0) {
+        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        return -1;
+    }
+    rc = cachy_buf_append(&c->out, cmd, (size_t)n);
+    redisFreeCommand(cmd);
+    if (rc != 0) {
+        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* Starts a round trip: the deadline, the full socket timeout, an empty pipeline,
+ * and what the replies may contain. */
+static int begin(cachy_store *s, rconn *c, int max_depth, size_t max_elems, cachy_error *err)
+{
+    c->deadline = cachy_monotonic_ms() + timeout_ms(c->timeout);
+    c->out.len = 0;
+    c->max_depth = max_depth;
+    c->max_elems = max_elems;
+    if (c->sock_ms != timeout_ms(c->timeout) &&
+        set_sock_timeout(c, timeout_ms(c->timeout)) != 0)
+        return lost(s, c, errno, err);
+    return 0;
+}
+
+static int flush_out(cachy_store *s, rconn *c, cachy_error *err)
+{
+    return send_all(s, c, c->out.data, c->out.len, err);
+}
+
+static int connect_failed(cachy_store *s, rconn *c, cachy_error *err)
+{
+    const char *why = c->ctx ? c->ctx->errstr : "out of memory";
+    char t[32], cause[200];
+    cachy_errcode code = CACHY_ECONN;
+    if (c->ctx == NULL)
+        code = CACHY_ENOMEM;
+    if (strstr(why, strerror(ECONNREFUSED)))
+        snprintf(cause, sizeof cause, "connection refused");
+    else if (strstr(why, strerror(ETIMEDOUT))) {
+        snprintf(cause, sizeof cause, "connect timed out after %s s",
+                 seconds(c->connect_timeout, t));
+        code = CACHY_ETIMEOUT;
+    } else
+        snprintf(cause, sizeof cause, "cannot connect: %s", why);
+    return io_fail(s, c, code, cause, err);
+}
+
+/* A server error reply during the handshake: fatal for this connection. */
+static int handshake_error(cachy_store *s, rconn *c, const char *what, const reply *r,
+                           cachy_error *err)
+{
+    char text[TEXT_SHOWN * 4 + 4];
+    drop(c);
+    if (r->type == REDIS_REPLY_ERROR)
+        cachy_error_set(err, s, CACHY_EBACKEND, "%s: %s", what,
+                        shown(r->str, r->len, text));
+    else
+        cachy_error_set(err, s, CACHY_EBACKEND, "%s: unexpected reply", what);
+    return -1;
+}
+
+/* Connects, sets the socket timeouts, then AUTH and SELECT in one round trip. */
+static int conn_open(cachy_store *s, rconn *c, cachy_error *err)
+{
+    struct timeval tv;
+    int64_t ms = timeout_ms(c->connect_timeout);
+    char dbtext[24];
+    const char *argv[3];
+    size_t lens[3];
+    int want_auth = c->password != NULL, want_select = c->db != 0, i, rc = 0;
+
+    tv.tv_sec = (time_t)(ms / 1000);
+    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+    c->ctx = c->socket ? redisConnectUnixWithTimeout(c->socket, tv)
+                       : redisConnectWithTimeout(c->host, c->port, tv);
+    if (c->ctx == NULL || c->ctx->err)
+        return connect_failed(s, c, err);
+    c->reader = redisReaderCreateWithFunctions(&c->fns);
+    if (c->reader == NULL)
+        return io_fail(s, c, CACHY_ENOMEM, "out of memory", err);
+    c->reader->privdata = c;
+    c->sock_ms = -1;
+    if (begin(s, c, 0, 0, err) != 0)
+        return -1;
+    if (!want_auth && !want_select)
+        return 0;
+
+    if (want_auth) {
+        i = 0;
+        argv[i] = "AUTH", lens[i++] = 4;
+        if (c->username)
+            argv[i] = c->username, lens[i] = strlen(c->username), i++;
+        argv[i] = c->password, lens[i] = strlen(c->password), i++;
+        if (append_cmd(s, c, i, argv, lens, err) != 0)
+            return io_fail(s, c, err->code, "out of memory", err);
+    }
+    if (want_select) {
+        argv[0] = "SELECT", lens[0] = 6;
+        argv[1] = dbtext, lens[1] = cachy_format_int(c->db, dbtext);
+        if (append_cmd(s, c, 2, argv, lens, err) != 0)
+            return io_fail(s, c, err->code, "out of memory", err);
+    }
+    if (flush_out(s, c, err) != 0)
+        return -1;
+    /* any failure here drops the connection, so no reply is left behind */
+    for (i = 0; i < want_auth + want_select; i++) {
+        reply *r;
+        int is_auth = want_auth && i == 0;
+        if (read_reply(s, c, &r, err) != 0)
+            return -1;
+        if (rc == 0 && r->type != REDIS_REPLY_STATUS) {
+            char what[64];
+            if (is_auth)
+                snprintf(what, sizeof what, "authentication failed");
+            else
+                snprintf(what, sizeof what, "cannot select database %lld", c->db);
+            handshake_error(s, c, what, r, err);
+            rc = -1;
+        }
+        free_reply(r);
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Gives an idle connection to the caller, or connects anew. A connection the
+ * server closed (restart, idle timeout) or that holds unexpected bytes is
+ * dropped here rather than failing the request. */
+static int ready(cachy_store *s, rconn *c, int max_depth, size_t max_elems, cachy_error *err)
+{
+    if (c->ctx) {
+        char probe;
+        ssize_t k = recv(c->ctx->fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (!(k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)))
+            drop(c);
+    }
+    if (c->ctx == NULL && conn_open(s, c, err) != 0)
+        return -1;
+    return begin(s, c, max_depth, max_elems, err);
+}
+
+/* One command, one reply. */
+static int call(cachy_store *s, int argc, const char **argv, const size_t *lens, int max_depth,
+                size_t max_elems, reply **out, cachy_error *err)
+{
+    rconn *c = s->impl;
+    if (ready(s, c, max_depth, max_elems, err) != 0)
+        return -1;
+    if (append_cmd(s, c, argc, argv, lens, err) != 0 || flush_out(s, c, err) != 0)
+        return -1;
+    return read_reply(s, c, out, err);
+}
+
+/* A reply the command does not give when it works. The stream is still in
+ * step (one reply per command), so the connection stays. */
+static int bad_reply(cachy_store *s, const char *cmd, const reply *r, cachy_error *err)
+{
+    char text[TEXT_SHOWN * 4 + 4];
+    if (r->type == REDIS_REPLY_ERROR)
+        cachy_error_set(err, s, CACHY_EBACKEND, "%s", shown(r->str, r->len, text));
+    else
+        cachy_error_set(err, s, CACHY_EBACKEND, "unexpected reply type %d to %s", r->type, cmd);
+    return -1;
+}
+
+static int is_ok(const reply *r)
+{
+    return r->type == REDIS_REPLY_STATUS && r->len == 2 && memcmp(r->str, "OK", 2) == 0;
+}
+
+static int too_big(cachy_store *s, cachy_slice val, cachy_error *err)
+{
+    if (val.len <= MAX_BULK)
+        return 0;
+    cachy_error_set(err, s, CACHY_ETOOBIG, "value of %zu bytes is larger than Redis accepts (%zu)",
+                    val.len, MAX_BULK);
+    return -1;
+}
+
+/* ---- the driver --------------------------------------------------------- */
+
+static int bad_option(cachy_store *s, const char *name, const char *must, cachy_error *err)
+{
+    cachy_error_set(err, s, CACHY_EMISUSE, "field '%s' must be %s", name, must);
+    return -1;
+}
+
+static int read_options(cachy_store *s, rconn *c, cachy_error *err)
+{
+    const cachy_options *o = &s->opts;
+    double port = cachy_opt_number(o, "port", 6379), db = cachy_opt_number(o, "db", 0);
+    c->host = cachy_opt_string(o, "host", "127.0.0.1");
+    c->socket = cachy_opt_string(o, "socket", NULL);
+    c->username = cachy_opt_string(o, "username", NULL);
+    c->password = cachy_opt_string(o, "password", NULL);
+    c->connect_timeout = cachy_opt_number(o, "connect_timeout", 1.0);
+    c->timeout = cachy_opt_number(o, "timeout", 1.0);
+    if (c->socket)
+        snprintf(s->address, sizeof s->address, "%s", c->socket);
+    else if (strchr(c->host, ':'))
+        snprintf(s->address, sizeof s->address, "[%s]:%.0f", c->host, port);
+    else
+        snprintf(s->address, sizeof s->address, "%s:%.0f", c->host, port);
+    if (!(port >= 1 && port <= 65535 && port == (double)(int)port))
+        return bad_option(s, "port", "an integer from 1 to 65535", err);
+    if (!(db >= 0 && db <= INT_MAX && db == (double)(int)db))
+        return bad_option(s, "db", "an integer from 0", err);
+    if (!(c->connect_timeout > 0 && c->connect_timeout <= 86400))
+        return bad_option(s, "connect_timeout", "a number of seconds above 0, at most 86400", err);
+    if (!(c->timeout > 0 && c->timeout <= 86400))
+        return bad_option(s, "timeout", "a number of seconds above 0, at most 86400", err);
+    if (c->username && !c->password)
+        return bad_option(s, "password", "set when 'username' is", err);
+    c->port = (int)port;
+    c->db = (long long)db;
+    return 0;
+}
+
+static void redis_close(cachy_store *s)
+{
+    rconn *c = s->impl;
+    if (c == NULL)
+        return;
+    drop(c);
+    cachy_buf_free(&c->out);
+    free(c);
+    s->impl = NULL;
+}
+
+static int redis_open(cachy_store *s, cachy_error *err)
+{
+    rconn *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        return -1;
+    }
+    c->fns.createString = make_string;
+    c->fns.createArray = make_array;
+    c->fns.createInteger = make_integer;
+    c->fns.createNil = make_nil;
+    c->fns.freeObject = free_reply;
+    s->impl = c;
+    if (read_options(s, c, err) != 0 || conn_open(s, c, err) != 0) {
+        redis_close(s);
+        return -1;
+    }
+    return 0;
+}
+
+static int redis_get(cachy_store *s, cachy_slice key, cachy_buf *out, cachy_error *err)
+{
+    const char *argv[2] = { "GET", key.ptr };
+    size_t lens[2] = { 3, key.len };
+    reply *r;
+    int rc;
+    if (call(s, 2, argv, lens, 0, 0, &r, err) != 0)
+        return -1;
+    if (r->type == REDIS_REPLY_STRING) {
+        take_string(out, r);
+        rc = 1;
+    } else if (r->type == REDIS_REPLY_NIL) {
+        rc = 0;
+    } else {
+        rc = bad_reply(s, "GET", r, err);
+    }
+    free_reply(r);
+    return rc;
+}
+
+/* SET key val [NX] [PX ms]: the arguments, returned as argc. */
+static int set_args(cachy_slice key, cachy_slice val, int64_t ttl_ms, int nx, char ms[24],
+                    const char *argv[6], size_t lens[6])
+{
+    int n = 0;
+    argv[n] = "SET", lens[n++] = 3;
+    argv[n] = key.ptr, lens[n++] = key.len;
+    argv[n] = val.ptr, lens[n++] = val.len;
+    if (nx)
+        argv[n] = "NX", lens[n++] = 2;
+    if (ttl_ms > 0) {
+        argv[n] = "PX", lens[n++] = 2;
+        argv[n] = ms, lens[n++] = cachy_format_int(ttl_ms, ms);
+    }
+    return n;
+}
+
+static int redis_put(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_ms,
+                     cachy_error *err)
+{
+    const char *argv[6];
+    size_t lens[6];
+    char ms[24];
+    reply *r;
+    int rc, argc = set_args(key, val, ttl_ms, 0, ms, argv, lens);
+    if (too_big(s, val, err) != 0 || call(s, argc, argv, lens, 0, 0, &r, err) != 0)
+        return -1;
+    rc = is_ok(r) ? 0 : bad_reply(s, "SET", r, err);
+    free_reply(r);
+    return rc;
+}
+
+static int redis_add(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_ms,
+                     cachy_error *err)
+{
+    const char *argv[6];
+    size_t lens[6];
+    char ms[24];
+    reply *r;
+    int rc, argc = set_args(key, val, ttl_ms, 1, ms, argv, lens);
+    if (too_big(s, val, err) != 0 || call(s, argc, argv, lens, 0, 0, &r, err) != 0)
+        return -1;
+    if (is_ok(r))
+        rc = 1;
+    else if (r->type == REDIS_REPLY_NIL)    /* NX: the key was there */
+        rc = 0;
+    else
+        rc = bad_reply(s, "SET", r, err);
+    free_reply(r);
+    return rc;
+}
+
+static int redis_forget(cachy_store *s, cachy_slice key, cachy_error *err)
+{
+    const char *argv[2] = { "DEL", key.ptr };
+    size_t lens[2] = { 3, key.len };
+    reply *r;
+    int rc;
+    if (call(s, 2, argv, lens, 0, 0, &r, err) != 0)
+        return -1;
+    rc = r->type == REDIS_REPLY_INTEGER ? r->integer > 0 : bad_reply(s, "DEL", r, err);
+    free_reply(r);
+    return rc;
+}
+
+static int error_is(const reply *r, const char *text)
+{
+    return r->type == REDIS_REPLY_ERROR && strstr(r->str, text) != NULL;
+}
+
+/* INCRBY/DECRBY keep the key's expiry; a missing key starts at 0 with none. */
+static int redis_incr(cachy_store *s, cachy_slice key, int64_t by, int64_t *result,
+                      cachy_error *err)
+{
+    const char *argv[3];
+    size_t lens[3];
+    char num[24], k[80];
+    reply *r;
+    int rc = 0;
+    if (by < 0 && by != INT64_MIN)
+        argv[0] = "DECRBY", lens[0] = 6, lens[2] = cachy_format_int(-by, num);
+    else
+        argv[0] = "INCRBY", lens[0] = 6, lens[2] = cachy_format_int(by, num);
+    argv[1] = key.ptr, lens[1] = key.len;
+    argv[2] = num;
+    if (call(s, 3, argv, lens, 0, 0, &r, err) != 0)
+        return -1;
+    if (r->type == REDIS_REPLY_INTEGER) {
+        *result = r->integer;
+    } else if (error_is(r, "not an integer")) {
+        cachy_quote_key(key, k, sizeof k);
+        cachy_error_set(err, s, CACHY_ENOTINT, "value of key '%s' is not an integer", k);
+        rc = -1;
+    } else if (error_is(r, "overflow")) {
+        cachy_quote_key(key, k, sizeof k);
+        cachy_error_set(err, s, CACHY_ERANGE, "increment of key '%s' overflows 64 bits", k);
+        rc = -1;
+    } else {
+        rc = bad_reply(s, argv[0], r, err);
+    }
+    free_reply(r);
+    return rc;
+}
+
+/* The prefix as a SCAN MATCH pattern: glob characters escaped, then "*". */
+static int match_pattern(cachy_slice prefix, cachy_buf *pat)
+{
+    size_t i;
+    pat->len = 0;
+    for (i = 0; i < prefix.len; i++) {
+        char ch = prefix.ptr[i];
+        if ((ch == '*' || ch == '?' || ch == '[' || ch == ']' || ch == '\\') &&
+            cachy_buf_append(pat, "\\", 1) != 0)
+            return -1;
+        if (cachy_buf_append(pat, &ch, 1) != 0)
+            return -1;
+    }
+    return cachy_buf_append(pat, "*", 1);
+}
+
+/* UNLINK the keys of one SCAN batch that really carry the prefix. */
+static int unlink_batch(cachy_store *s, cachy_slice prefix, const reply *keys, cachy_error *err)
+{
+    const char **argv;
+    size_t *lens, i;
+    int argc = 1, rc = 0;
+    reply *r;
+    if (keys->n == 0)
+        return 0;
+    argv = malloc((keys->n + 1) * (sizeof *argv + sizeof *lens));
+    if (argv == NULL) {
+        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        return -1;
+    }
+    lens = (size_t *)(argv + keys->n + 1);
+    argv[0] = "UNLINK", lens[0] = 6;
+    for (i = 0; i < keys->n; i++) {
+        const reply *k = keys->elem[i];
+        if (k->type != REDIS_REPLY_STRING) {
+            rc = bad_reply(s, "SCAN", k, err);
+            break;
+        }
+        if (k->len >= prefix.len && memcmp(k->str, prefix.ptr, prefix.len) == 0)
+            argv[argc] = k->str, lens[argc++] = k->len;
+    }
+    if (rc == 0 && argc > 1) {
+        rc = call(s, argc, argv, lens, 0, 0, &r, err);
+        if (rc == 0) {
+            if (r->type != REDIS_REPLY_INTEGER)
+                rc = bad_reply(s, "UNLINK", r, err);
+            free_reply(r);
+        }
+    }
+    free(argv);
+    return rc;
+}
+
+static int scan_flush(cachy_store *s, cachy_slice prefix, cachy_error *err)
+{
+    cachy_buf pat = { 0 };
+    char cursor[24] = "0";
+    int rc = 0;
+    if (match_pattern(prefix, &pat) != 0) {
+        cachy_buf_free(&pat);
+        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        return -1;
+    }
+    do {
+        const char *argv[6] = { "SCAN", cursor, "MATCH", pat.data, "COUNT", SCAN_COUNT };
+        size_t lens[6] = { 4, strlen(cursor), 5, pat.len, 5, strlen(SCAN_COUNT) };
+        reply *r;
+        if (call(s, 6, argv, lens, 2, SCAN_MAX_KEYS, &r, err) != 0) {
+            rc = -1;
+            break;
+        }
+        if (r->type != REDIS_REPLY_ARRAY || r->n != 2 ||
+            r->elem[0]->type != REDIS_REPLY_STRING || r->elem[0]->len >= sizeof cursor ||
+            r->elem[1]->type != REDIS_REPLY_ARRAY) {
+            rc = bad_reply(s, "SCAN", r, err);
+        } else {
+            memcpy(cursor, r->elem[0]->str, r->elem[0]->len + 1);
+            rc = unlink_batch(s, prefix, r->elem[1], err);
+        }
+        free_reply(r);
+    } while (rc == 0 && strcmp(cursor, "0") != 0);
+    cachy_buf_free(&pat);
+    return rc;
+}
+
+static int redis_flush(cachy_store *s, cachy_slice prefix, cachy_error *err)
+{
+    const char *argv[1] = { "FLUSHDB" };
+    size_t lens[1] = { 7 };
+    reply *r;
+    int rc;
+    if (prefix.len > 0)
+        return scan_flush(s, prefix, err);
+    if (call(s, 1, argv, lens, 0, 0, &r, err) != 0)
+        return -1;
+    rc = is_ok(r) ? 0 : bad_reply(s, "FLUSHDB", r, err);
+    free_reply(r);
+    return rc;
+}
+
+/* One MGET for every key. */
+static int redis_many(cachy_store *s, const cachy_slice *keys, size_t n, cachy_buf *outs,
+                      int *found, cachy_error *err)
+{
+    const char **argv;
+    size_t *lens, i;
+    reply *r;
+    int rc = 0;
+    if (n >= INT_MAX) {
+        cachy_error_set(err, s, CACHY_EMISUSE, "too many keys for one request: %zu", n);
+        return -1;
+    }
+    argv = malloc((n + 1) * (sizeof *argv + sizeof *lens));
+    if (argv == NULL) {
+        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        return -1;
+    }
+    lens = (size_t *)(argv + n + 1);
+    argv[0] = "MGET", lens[0] = 4;
+    for (i = 0; i < n; i++)
+        argv[i + 1] = keys[i].ptr, lens[i + 1] = keys[i].len;
+    rc = call(s, (int)n + 1, argv, lens, 1, n, &r, err);
+    free(argv);
+    if (rc != 0)
+        return -1;
+    if (r->type != REDIS_REPLY_ARRAY || r->n != n) {
+        rc = bad_reply(s, "MGET", r, err);
+    } else {
+        for (i = 0; i < n && rc == 0; i++) {
+            reply *e = r->elem[i];
+            found[i] = e->type == REDIS_REPLY_STRING;
+            if (found[i])
+                take_string(&outs[i], e);
+            else if (e->type != REDIS_REPLY_NIL)
+                rc = bad_reply(s, "MGET", e, err);
+        }
+    }
+    free_reply(r);
+    return rc;
+}
+
+/* Every SET in one pipelined round trip; every reply is read, even after an
+ * error reply, so that none is left to be taken for a later answer. */
+static int redis_put_many(cachy_store *s, const cachy_slice *keys, const cachy_slice *vals,
+                          size_t n, int64_t ttl_ms, cachy_error *err)
+{
+    rconn *c = s->impl;
+    const char *argv[6];
+    size_t lens[6], i;
+    char ms[24];
+    int rc = 0;
+    for (i = 0; i < n; i++)
+        if (too_big(s, vals[i], err) != 0)
+            return -1;
+    if (ready(s, c, 0, 0, err) != 0)
+        return -1;
+    for (i = 0; i < n; i++) {
+        int argc = set_args(keys[i], vals[i], ttl_ms, 0, ms, argv, lens);
+        if (append_cmd(s, c, argc, argv, lens, err) != 0)
+            return -1;
+    }
+    if (flush_out(s, c, err) != 0)
+        return -1;
+    for (i = 0; i < n; i++) {
+        reply *r;
+        if (read_reply(s, c, &r, err) != 0)
+            return -1;
+        if (rc == 0 && !is_ok(r))
+            rc = bad_reply(s, "SET", r, err);
+        free_reply(r);
+    }
+    return rc;
+}
+
+const cachy_store_ops cachy_redis_ops = {
+    .name = "redis",
+    .fields = redis_fields,
+    .open = redis_open,
+    .get = redis_get,
+    .put = redis_put,
+    .add = redis_add,
+    .forget = redis_forget,
+    .incr = redis_incr,
+    .flush = redis_flush,
+    .many = redis_many,
+    .put_many = redis_put_many,
+    .close = redis_close,
+};
