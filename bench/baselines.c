@@ -11,6 +11,8 @@
  *     :get_pipe(b) :set_pipe(b, ttl_ms)   b batches of 100 pipelined commands
  *   memcached(port, prefix)       libmemcached, the same behaviours as cachy's driver
  *     :get(n) :set(n, ttl_s) :mget(b)     mget: b batches of 100 keys
+ *   fresh()                       :get(key) returns a new copy of a 100-byte string: the
+ *                                 least any C-backed get of such a value costs
  *   file(dir)                     100 files of 100 bytes under dir/ab/cd/<32 hex>
  *     :get(n)                     open, read to the end, close
  *     :put(n)                     write <name>.tmp, rename over <name>
@@ -39,6 +41,7 @@
 #define REDIS_MT "baselines.redis"
 #define MEMCACHED_MT "baselines.memcached"
 #define FILE_MT "baselines.file"
+#define FRESH_MT "baselines.fresh"
 
 static int64_t now_ns(void)
 {
@@ -405,6 +408,31 @@ static int l_file_put(lua_State *L)
     return 1;
 }
 
+/* ---- the floor of a C get ----------------------------------------------------- */
+
+typedef struct fresh {
+    char val[VLEN];
+} fresh;
+
+static int l_fresh(lua_State *L)
+{
+    fresh *f = lua_newuserdata(L, sizeof *f);
+    fill_value(f->val);
+    luaL_getmetatable(L, FRESH_MT);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+/* A method call with a key, answered by a new string: no check, no lookup. */
+static int l_fresh_get(lua_State *L)
+{
+    fresh *f = lua_touserdata(L, 1);
+    if (f == NULL)
+        return luaL_argerror(L, 1, "fresh baseline expected");
+    lua_pushlstring(L, f->val, VLEN);
+    return 1;
+}
+
 /* ---- the module ------------------------------------------------------------ */
 
 static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc)
@@ -444,11 +472,17 @@ static const luaL_Reg file_methods[] = {
     { NULL, NULL },
 };
 
+static const luaL_Reg fresh_methods[] = {
+    { "get", l_fresh_get },
+    { NULL, NULL },
+};
+
 static const luaL_Reg functions[] = {
     { "now", l_now },
     { "redis", l_redis },
     { "memcached", l_memcached },
     { "file", l_file },
+    { "fresh", l_fresh },
     { NULL, NULL },
 };
 
@@ -458,6 +492,7 @@ int luaopen_baselines(lua_State *L)
     new_class(L, REDIS_MT, redis_methods, l_redis_gc);
     new_class(L, MEMCACHED_MT, memcached_methods, l_memcached_gc);
     new_class(L, FILE_MT, file_methods, NULL);
+    new_class(L, FRESH_MT, fresh_methods, NULL);
     lua_newtable(L);
     for (f = functions; f->name; f++) {
         lua_pushcfunction(L, f->func);

@@ -8,7 +8,8 @@
 -- directory for the file rows), BENCH_INPROCESS=1 (only the rows that need
 -- no server or disk: memory, decorator, codec), BENCH_ROUNDS (batches per
 -- side, default 15), BENCH_BATCH_MS (target length of one batch, default 30),
--- BENCH_ONLY (a Lua pattern: only rows whose operation matches).
+-- BENCH_ONLY (Lua patterns separated by commas: only rows whose operation
+-- matches one).
 
 local B = require("baselines")
 local now = B.now
@@ -154,6 +155,24 @@ row("memory get-hit", "Lua table + os.time()", "1.5", function()
   return function(n)
     local t0 = now()
     for i = 1, n do cache:get(ks[i % NKEYS + 1]) end
+    return now() - t0
+  end, function(n)
+    local t0 = now()
+    for i = 1, n do tc:get(ks[i % NKEYS + 1]) end
+    return now() - t0
+  end
+end)
+
+-- Not cachy: a C method that answers any key with a new copy of the value,
+-- against the same Lua table. Its ratio is the floor for any store that
+-- hands Lua a fresh string from C (see bench/RESULTS.md).
+row("floor: C get of a fresh string", "Lua table + os.time()", nil, function()
+  local fresh, tc, ks = B.fresh(), TableCache.new(), keys_with("k")
+  for i = 1, NKEYS do tc:put(ks[i], VALUE, 60) end
+  check(fresh:get(ks[1]) == VALUE, "fresh string differs")
+  return function(n)
+    local t0 = now()
+    for i = 1, n do fresh:get(ks[i % NKEYS + 1]) end
     return now() - t0
   end, function(n)
     local t0 = now()
@@ -421,11 +440,15 @@ end)
 
 -- ---- run ---------------------------------------------------------------------------
 
-local IN_PROCESS = { memory = true, decorator = true, codec = true }
+local IN_PROCESS = { memory = true, floor = true, decorator = true, codec = true }
 
 for _, r in ipairs(rows) do
   local family = r.op:match("^(%a+)")
-  if (not INPROCESS or IN_PROCESS[family]) and (not ONLY or r.op:find(ONLY)) then
+  local wanted = not ONLY
+  for pattern in (ONLY or ""):gmatch("[^,]+") do
+    wanted = wanted or r.op:find(pattern) ~= nil
+  end
+  if (not INPROCESS or IN_PROCESS[family]) and wanted then
     local ok, cachy_batch, base_batch, per = pcall(r.setup)
     if not ok then
       io.stderr:write("bench: ", r.op, ": ", tostring(cachy_batch), "\n")
