@@ -754,15 +754,13 @@ static void dec_init(dec_user *u, lua_State *L, size_t budget)
     u->key_nan = 0;
 }
 
-/*
- * A value that is exactly one MessagePack string, the commonest thing a
- * cache holds, is pushed here without setting up the parser: that setup
- * was a fifth of a memory get-hit. 1 pushed, 0 not such a value.
- */
-static int dec_lone_string(lua_State *L, const char *p, size_t n)
+/* Whether the bytes are exactly one MessagePack string (header and all). */
+int cachy_codec_lone_string(const char *p, size_t n, cachy_slice *s)
 {
     const unsigned char *b = (const unsigned char *)p;
     size_t head, len;
+    if (n == 0)
+        return 0;
     if (b[0] >= 0xa0 && b[0] <= 0xbf)
         head = 1, len = b[0] & 0x1f;
     else if (b[0] == 0xd9 && n >= 2)
@@ -775,7 +773,22 @@ static int dec_lone_string(lua_State *L, const char *p, size_t n)
         return 0;
     if (len != n - head)
         return 0;       /* truncated or trailing bytes: the parser says which */
-    lua_pushlstring(L, p + head, len);
+    s->ptr = p + head;
+    s->len = len;
+    return 1;
+}
+
+/*
+ * A value that is exactly one MessagePack string, the commonest thing a
+ * cache holds, is pushed here without setting up the parser: that setup
+ * was a fifth of a memory get-hit. 1 pushed, 0 not such a value.
+ */
+static int dec_lone_string(lua_State *L, const char *p, size_t n)
+{
+    cachy_slice s;
+    if (!cachy_codec_lone_string(p, n, &s))
+        return 0;
+    lua_pushlstring(L, s.ptr, s.len);
     return 1;
 }
 

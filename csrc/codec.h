@@ -32,6 +32,9 @@ int cachy_codec_encode(lua_State *L, int idx, const char *root, cachy_buf *out,
  */
 int cachy_codec_decode(lua_State *L, const char *p, size_t n, char *errmsg, size_t errlen);
 
+/* 1 when the bytes are exactly one MessagePack string, *s its content. */
+int cachy_codec_lone_string(const char *p, size_t n, cachy_slice *s);
+
 /*
  * A tuple of n values starting at idx (nils kept by position), as one
  * MessagePack array: what the decorator stores. Unstorable values are

@@ -5,6 +5,8 @@
  * only bytes and milliseconds.
  */
 #include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -14,6 +16,18 @@
 
 #define MANAGER_MT "cachy.CacheManager"
 #define REPO_MT "cachy.Repository"
+
+#define RECENT_SLOTS 256        /* a power of two */
+#define RECENT_VALUE_MAX 1024   /* longer strings are always made afresh */
+
+/* A string value handed out lately (see push_string). */
+typedef struct recent_slot {
+    const char *ptr;          /* its bytes, NULL while the slot is empty */
+    size_t len;
+    int ref;                  /* registry: the string itself (LUA_NOREF: none yet) */
+    const char *seen;         /* the key of this slot's last miss, */
+    uint64_t seen_print;      /* and a fingerprint of its value */
+} recent_slot;
 
 /* Per-store state the binding keeps beside the C store. */
 typedef struct store_state {
@@ -27,6 +41,7 @@ typedef struct store_state {
     cachy_buf key;            /* decorator keys */
     cachy_buf batch;          /* put_many: keys and values side by side */
     int64_t last_report_ms;   /* default on_error: one line a second per store */
+    recent_slot *recent;      /* RECENT_SLOTS of them once a string is read */
 } store_state;
 
 typedef struct manager_ud manager_ud;
@@ -457,13 +472,94 @@ static int push_default(lua_State *L, int idx, int given)
     return 1;
 }
 
+/* Tells values apart well enough to decide what to keep (see push_string). */
+static uint64_t fingerprint(cachy_slice s)
+{
+    uint64_t head = 0, tail = 0;
+    if (s.len >= 8) {
+        memcpy(&head, s.ptr, 8);
+        memcpy(&tail, s.ptr + s.len - 8, 8);
+    } else if (s.len > 0) {
+        memcpy(&head, s.ptr, s.len);
+    }
+    return (head * 0x9e3779b97f4a7c15u ^ tail) * 0xff51afd7ed558ccdu ^ s.len;
+}
+
+/*
+ * Pushes the string value s read for key. Lua strings are values, so a
+ * string with the same bytes is as good as a new copy: a slot per key (by
+ * the address of the key's string) keeps the string handed out for it
+ * lately, and a read that finds the same bytes there pushes that string
+ * instead of allocating a copy that soon becomes garbage (a third of a
+ * memory get-hit). Only the bytes decide, so a stale slot is merely a miss.
+ * A string is kept only when its key read the same bytes (by fingerprint)
+ * at the slot's last miss too: reads that do not repeat and values that
+ * keep changing cost just the comparison. A store holds on to at most
+ * RECENT_SLOTS strings of at most RECENT_VALUE_MAX bytes.
+ */
+static void push_string(lua_State *L, store_state *st, cachy_slice key, cachy_slice s)
+{
+    recent_slot *e;
+    uint64_t print;
+    uintptr_t a = (uintptr_t)key.ptr;
+    size_t i;
+    if (s.len > RECENT_VALUE_MAX) {
+        lua_pushlstring(L, s.ptr, s.len);
+        return;
+    }
+    if (st->recent == NULL) {
+        st->recent = calloc(RECENT_SLOTS, sizeof *st->recent);
+        if (st->recent == NULL) {
+            lua_pushlstring(L, s.ptr, s.len);
+            return;
+        }
+        for (i = 0; i < RECENT_SLOTS; i++)
+            st->recent[i].ref = LUA_NOREF;
+    }
+    e = &st->recent[(a >> 3 ^ a >> 11) & (RECENT_SLOTS - 1)];
+    if (e->ptr != NULL && e->len == s.len && memcmp(e->ptr, s.ptr, s.len) == 0) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref);
+        return;
+    }
+    lua_pushlstring(L, s.ptr, s.len);
+    print = fingerprint(s);
+    if (e->seen != key.ptr || e->seen_print != print) {
+        e->seen = key.ptr;
+        e->seen_print = print;
+        return;
+    }
+    lua_pushvalue(L, -1);
+    if (e->ref == LUA_NOREF)
+        e->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    else
+        lua_rawseti(L, LUA_REGISTRYINDEX, e->ref);
+    e->ptr = lua_tolstring(L, -1, &e->len);
+}
+
+static void free_recent(lua_State *L, store_state *st)
+{
+    size_t i;
+    if (st->recent == NULL)
+        return;
+    for (i = 0; i < RECENT_SLOTS; i++)
+        luaL_unref(L, LUA_REGISTRYINDEX, st->recent[i].ref);
+    free(st->recent);
+    st->recent = NULL;
+}
+
 /* Fetches key; on a hit pushes the value. 1 hit, 0 miss, -1 failure (err). */
 static int fetch(lua_State *L, repo_ud *r, cachy_slice key, cachy_error *err)
 {
-    int rc = r_get(r, key, &r->st->buf, err);
+    store_state *st = r->st;
+    cachy_slice s;
+    int rc = r_get(r, key, &st->buf, err);
     if (rc != 1)
         return rc;
-    return decode_value(L, r, key, r->st->buf.data, r->st->buf.len, err) == 0 ? 1 : -1;
+    if (st->msgpack && r->ntags == 0 && cachy_codec_lone_string(st->buf.data, st->buf.len, &s)) {
+        push_string(L, st, key, s);
+        return 1;
+    }
+    return decode_value(L, r, key, st->buf.data, st->buf.len, err) == 0 ? 1 : -1;
 }
 
 static int m_get(lua_State *L)
@@ -1268,6 +1364,7 @@ static void close_all(lua_State *L, manager_ud *mgr, int release)
         st->host.L = NULL;
         if (release) {
             luaL_unref(L, LUA_REGISTRYINDEX, st->slots_ref);
+            free_recent(L, st);
             cachy_buf_free(&st->buf);
             cachy_buf_free(&st->key);
             cachy_buf_free(&st->batch);
