@@ -1,7 +1,10 @@
 -- bench/bench.lua: times each operation through cachy and through what a
 -- user would write by hand, alternating batches of the two in this one
 -- process, and prints one line per row for bench/run to lay out:
---   row <TAB> operation <TAB> cachy ns/op <TAB> baseline ns/op <TAB> baseline <TAB> limit
+--   row <TAB> operation <TAB> cachy ns/op <TAB> baseline ns/op <TAB> ratio <TAB> baseline <TAB> limit
+-- The ns/op figures are the medians of each side's batches; the ratio is
+-- the median of the per-round ratios (each round times one batch of each
+-- side back to back), which cancels load that drifts during the run.
 -- ("n/a" where a store cannot be measured, with the reason as the baseline).
 --
 -- Environment: BENCH_REDIS_PORT, BENCH_MEMCACHED_PORT, BENCH_DIR (scratch
@@ -17,7 +20,7 @@ local NKEYS, VLEN = B.nkeys, B.vlen
 local unpack = table.unpack or unpack
 local pack = table.pack or function(...) return { n = select("#", ...), ... } end
 
-local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS") or "") or 15
+local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS") or "") or 21
 local BATCH_NS = (tonumber(os.getenv("BENCH_BATCH_MS") or "") or 30) * 1e6
 local INPROCESS = os.getenv("BENCH_INPROCESS") == "1"
 local ONLY = os.getenv("BENCH_ONLY")
@@ -39,20 +42,20 @@ local function median(xs)
   return (xs[n / 2] + xs[n / 2 + 1]) / 2
 end
 
-local function emit(op, cachy_ns, base_ns, base_name, limit)
-  local function fmt(v)
+local function emit(op, cachy_ns, base_ns, ratio, base_name, limit)
+  local function fmt(v, digits)
     if type(v) ~= "number" then return "n/a" end
-    return string.format("%.1f", v)
+    return string.format("%." .. digits .. "f", v)
   end
-  io.write(string.format("row\t%s\t%s\t%s\t%s\t%s\n", op, fmt(cachy_ns), fmt(base_ns),
-    base_name, limit or "-"))
+  io.write(string.format("row\t%s\t%s\t%s\t%s\t%s\t%s\n", op, fmt(cachy_ns, 1),
+    fmt(base_ns, 1), fmt(ratio, 3), base_name, limit or "-"))
   io.flush()
 end
 
 -- Runs cachy_batch(n) and base_batch(n) (each returns elapsed ns for n
 -- units of `per` operations) alternately, ROUNDS times each after a
 -- calibration that makes one batch last about BATCH_NS, and returns the
--- two medians per operation.
+-- two medians per operation and the median of the rounds' ratios.
 local function measure(cachy_batch, base_batch, per)
   per = per or 1
   base_batch(1)
@@ -67,7 +70,7 @@ local function measure(cachy_batch, base_batch, per)
     end
     n = n * 2
   end
-  local cs, bs = {}, {}
+  local cs, bs, rs = {}, {}, {}
   for r = 1, ROUNDS do
     -- alternate which side goes first, so neither always follows the other
     if r % 2 == 1 then
@@ -77,8 +80,9 @@ local function measure(cachy_batch, base_batch, per)
       collectgarbage(); cs[r] = cachy_batch(n)
       collectgarbage(); bs[r] = base_batch(n)
     end
+    rs[r] = cs[r] / bs[r]
   end
-  return median(cs) / (n * per), median(bs) / (n * per)
+  return median(cs) / (n * per), median(bs) / (n * per), median(rs)
 end
 
 local rows = {}
@@ -452,16 +456,16 @@ for _, r in ipairs(rows) do
     local ok, cachy_batch, base_batch, per = pcall(r.setup)
     if not ok then
       io.stderr:write("bench: ", r.op, ": ", tostring(cachy_batch), "\n")
-      emit(r.op, nil, nil, "error: see stderr", r.limit)
+      emit(r.op, nil, nil, nil, "error: see stderr", r.limit)
     elseif not cachy_batch then
-      emit(r.op, nil, nil, "n/a: " .. tostring(base_batch), r.limit)
+      emit(r.op, nil, nil, nil, "n/a: " .. tostring(base_batch), r.limit)
     else
-      local ok2, c, b = pcall(measure, cachy_batch, base_batch, per)
+      local ok2, c, b, ratio = pcall(measure, cachy_batch, base_batch, per)
       if ok2 then
-        emit(r.op, c, b, r.base_name, r.limit)
+        emit(r.op, c, b, ratio, r.base_name, r.limit)
       else
         io.stderr:write("bench: ", r.op, ": ", tostring(c), "\n")
-        emit(r.op, nil, nil, "error: see stderr", r.limit)
+        emit(r.op, nil, nil, nil, "error: see stderr", r.limit)
       end
     end
   end
