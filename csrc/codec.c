@@ -825,6 +825,42 @@ int cachy_codec_decode(lua_State *L, const char *p, size_t n, char *errmsg, size
     return 0;
 }
 
+/*
+ * A tuple element that is nil, a boolean, a fixint or a string of up to
+ * 255 bytes (what memoized functions mostly return) is pushed here; the
+ * parser's setup cost more than the element. 1 pushed (*off advanced),
+ * 0 left to the parser, which also reports anything malformed.
+ */
+static int dec_simple(lua_State *L, const unsigned char *b, size_t n, size_t *off)
+{
+    size_t o = *off, head, len;
+    unsigned char c = b[o];
+    if (c <= 0x7f || c >= 0xe0) {
+        cachy_pushinteger(L, (int8_t)c);
+        *off = o + 1;
+        return 1;
+    }
+    if (c == 0xc0 || c == 0xc2 || c == 0xc3) {
+        if (c == 0xc0)
+            lua_pushnil(L);
+        else
+            lua_pushboolean(L, c == 0xc3);
+        *off = o + 1;
+        return 1;
+    }
+    if (c >= 0xa0 && c <= 0xbf)
+        head = 1, len = c & 0x1f;
+    else if (c == 0xd9 && n - o >= 2)
+        head = 2, len = b[o + 1];
+    else
+        return 0;
+    if (len > n - o - head)
+        return 0;
+    lua_pushlstring(L, (const char *)b + o + head, len);
+    *off = o + head + len;
+    return 1;
+}
+
 int cachy_codec_decode_tuple(lua_State *L, const char *p, size_t n, char *errmsg, size_t errlen)
 {
     const unsigned char *b = (const unsigned char *)p;
@@ -862,6 +898,8 @@ int cachy_codec_decode_tuple(lua_State *L, const char *p, size_t n, char *errmsg
     if (!lua_checkstack(L, (int)count + 1))
         return dec_fail(L, top, &u, DEC_ESTACK, errmsg, errlen);
     for (i = 0; i < count; i++) {
+        if (off < n && dec_simple(L, b, n, &off))
+            continue;
         rc = dec_one(&u, p, n, &off);
         if (rc != 1)
             return dec_fail(L, top, &u, rc, errmsg, errlen);
