@@ -547,19 +547,25 @@ static void free_recent(lua_State *L, store_state *st)
     st->recent = NULL;
 }
 
+/* Pushes the value held in bytes read for key; 0, or -1 with err (nothing pushed). */
+static int push_read(lua_State *L, repo_ud *r, cachy_slice key, const char *p, size_t n,
+                     cachy_error *err)
+{
+    cachy_slice s;
+    if (r->st->msgpack && r->ntags == 0 && cachy_codec_lone_string(p, n, &s)) {
+        push_string(L, r->st, key, s);
+        return 0;
+    }
+    return decode_value(L, r, key, p, n, err);
+}
+
 /* Fetches key; on a hit pushes the value. 1 hit, 0 miss, -1 failure (err). */
 static int fetch(lua_State *L, repo_ud *r, cachy_slice key, cachy_error *err)
 {
-    store_state *st = r->st;
-    cachy_slice s;
-    int rc = r_get(r, key, &st->buf, err);
+    int rc = r_get(r, key, &r->st->buf, err);
     if (rc != 1)
         return rc;
-    if (st->msgpack && r->ntags == 0 && cachy_codec_lone_string(st->buf.data, st->buf.len, &s)) {
-        push_string(L, st, key, s);
-        return 1;
-    }
-    return decode_value(L, r, key, st->buf.data, st->buf.len, err) == 0 ? 1 : -1;
+    return push_read(L, r, key, r->st->buf.data, r->st->buf.len, err) == 0 ? 1 : -1;
 }
 
 static int m_get(lua_State *L)
@@ -775,7 +781,7 @@ static int m_many(lua_State *L)
             if (!found[i])
                 continue;
             lua_rawgeti(L, 2, (int)i + 1);  /* the key as the caller gave it */
-            if (decode_value(L, r, keys[i], outs[i].data, outs[i].len, &err) != 0) {
+            if (push_read(L, r, keys[i], outs[i].data, outs[i].len, &err) != 0) {
                 lua_pop(L, 1);
                 rc = -1;
                 break;
