@@ -334,9 +334,24 @@ static int put_one(cachy_store *s, mem *m, cachy_slice key, cachy_slice val, int
                    int64_t now, cachy_error *err)
 {
     uint64_t h = hash_key(key);
-    item **pp;
+    item **pp, *it;
     sweep(m, now, SWEEP_WRITE);
     pp = lookup(m, key, h, now);
+    it = *pp;
+    if (it != NULL && it->vlen == val.len) {
+        /* The same size: rewritten in place, sparing a malloc and a free
+         * (a third of an overwriting put). Sizes and counts stay as they
+         * are, so nothing needs evicting. */
+        if (val.len)
+            memcpy(value_of(it), val.ptr, val.len);
+        if (it->expires && !expires)
+            m->nexpiring--;
+        else if (!it->expires && expires)
+            m->nexpiring++;
+        it->expires = expires;
+        lru_touch(m, it);
+        return 0;
+    }
     if (insert(s, m, key, h, val, expires, pp, now, err) == 0)
         return 0;
     if (*pp)
