@@ -4,6 +4,7 @@
 #include "store.h"
 
 extern const cachy_store_ops cachy_file_ops;
+extern const cachy_store_ops cachy_memcached_ops;
 extern const cachy_store_ops cachy_memory_ops;
 extern const cachy_store_ops cachy_null_ops;
 extern const cachy_store_ops cachy_redis_ops;
@@ -17,6 +18,7 @@ static const struct {
     { "null", &cachy_null_ops },
     { "file", &cachy_file_ops },
     { "redis", &cachy_redis_ops },
+    { "memcached", &cachy_memcached_ops },
 };
 
 const cachy_store_ops *cachy_driver_find(const char *name)

@@ -32,6 +32,22 @@ describe("tag flush on stores without eviction", function()
   end)
 end)
 
+describe("tag flush on redis", function()
+  local servers = require("helpers.servers")
+  local server
+  lazy_setup(function() server = servers.start("redis") end)
+  lazy_teardown(function() server:stop() end)
+
+  it("leaves only the tag version", function()
+    local cache = cachy.new({ stores = { redis = { driver = "redis", port = server.port } } })
+    write_and_flush(cache)
+    local p = assert(io.popen("redis-cli -p " .. server.port .. " DBSIZE"))
+    local keys = tonumber(p:read("*a"))
+    p:close()
+    assert.are.equal(1, keys)
+  end)
+end)
+
 describe("a write racing a tag flush", function()
   it("does not survive under the old namespace", function()
     -- The flush happens inside the store's put, between the writer's record

@@ -1,0 +1,1400 @@
+/*
+ * store_memcached.c: the memcached driver, on libmemcached 1.1.
+ *
+ * Binary protocol; weighted ketama over the configured servers, so losing or
+ * adding a server remaps only its share of keys; a server that fails is
+ * ejected for a while (its keys go to the others) and then retried. Connect
+ * and I/O timeouts are always set. Keys memcached cannot carry are sent in a
+ * hashed form, lifetimes as whole seconds (absolute Unix times past 30
+ * days), and increments use memcached's own TTL-keeping arithmetic wherever
+ * the counter stays at or above zero.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libmemcached/memcached.h>
+
+#include "store.h"
+
+#define MC_KEY_MAX 250              /* memcached's key length limit */
+#define MC_HEAD_MAX 64              /* readable bytes kept in front of a hashed key */
+#define MC_HASH_MARK "~h"           /* hashed form: head "~h" 32 hex digits */
+#define MC_HASHED_MAX (MC_HEAD_MAX + 2 + 32)
+#define MC_RELATIVE_MAX 2592000     /* 30 days: longer lifetimes are absolute times */
+#define MC_ATTEMPTS 3               /* tries of a single-key call (see try_again) */
+#define MC_REPAIR_TRIES 200         /* compare-and-swap rounds of repair_wrapped */
+#define MC_RETRY_SECONDS 2          /* a failed server is left out this long */
+#define MC_NO_FAILURE_LIMIT 1000000000   /* libmemcached never ejects on its own (see mc_open) */
+#define MC_DEFAULT_PORT 11211
+
+static const cachy_field memcached_fields[] = {
+    { "servers", CACHY_OPT_LIST, 0 },
+    { "connect_timeout", CACHY_OPT_NUMBER, 0 },
+    { "timeout", CACHY_OPT_NUMBER, 0 },
+    { NULL, CACHY_OPT_STRING, 0 },
+};
+
+typedef struct mc_state {
+    memcached_st *mc;
+    memcached_result_st result;      /* the reply a single-key read looks at */
+    memcached_result_st spare;       /* replies read only to be discarded */
+    int results_ready;
+    size_t nservers;
+    double timeout, connect_timeout;
+    uint64_t item_size_max;          /* smallest over the servers; 0 if unknown */
+    int item_size_asked;
+    int64_t attempt_ms;              /* when the current attempt began */
+    uint64_t rand_state;             /* xorshift, for backoff between lost races */
+    int was_connected;               /* its server had an open connection then */
+    char key[MC_HASHED_MAX + 1];     /* the mapped form of a single key */
+} mc_state;
+
+/* ---- keys -------------------------------------------------------------- */
+
+static int is_hex_lower(const char *p, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+/*
+ * A key goes to the wire as it is when memcached's text protocol could carry
+ * it too (1..250 printable, non-space ASCII bytes), so other clients see the
+ * same keys. Every other key, and any key that merely looks like a hashed
+ * form, is replaced by that hashed form: no two keys share a wire key, short
+ * of an XXH3-128 collision.
+ */
+static int key_is_plain(cachy_slice k)
+{
+    size_t i;
+    if (k.len == 0 || k.len > MC_KEY_MAX)
+        return 0;
+    for (i = 0; i < k.len; i++) {
+        unsigned char c = (unsigned char)k.ptr[i];
+        if (c <= 0x20 || c >= 0x7f)
+            return 0;
+    }
+    if (k.len >= 34 && memcmp(k.ptr + k.len - 34, MC_HASH_MARK, 2) == 0 &&
+        is_hex_lower(k.ptr + k.len - 32, 32))
+        return 0;
+    return 1;
+}
+
+/* Writes the hashed form of k into out (MC_HASHED_MAX + 1 bytes); returns its length. */
+static size_t key_hashed(cachy_slice k, char *out)
+{
+    size_t head = 0;
+    while (head < k.len && head < MC_HEAD_MAX) {
+        unsigned char c = (unsigned char)k.ptr[head];
+        if (c <= 0x20 || c >= 0x7f)
+            break;
+        head++;
+    }
+    memcpy(out, k.ptr, head);
+    memcpy(out + head, MC_HASH_MARK, 2);
+    cachy_hash128_hex(k.ptr, k.len, out + head + 2);
+    return head + 2 + 32;
+}
+
+/* The wire form of one key, in st->key when it has to be hashed. */
+static cachy_slice wire_key(mc_state *st, cachy_slice k)
+{
+    cachy_slice w;
+    if (key_is_plain(k))
+        return k;
+    w.len = key_hashed(k, st->key);
+    w.ptr = st->key;
+    return w;
+}
+
+/* The caller's key for messages: without the store's prefix, quoted. */
+static void key_for_message(const cachy_store *s, cachy_slice k, char *out, size_t outsz)
+{
+    if (k.len >= s->prefix_len && memcmp(k.ptr, s->prefix, s->prefix_len) == 0) {
+        k.ptr += s->prefix_len;
+        k.len -= s->prefix_len;
+    }
+    cachy_quote_key(k, out, outsz);
+}
+
+/* ---- lifetimes and integers -------------------------------------------- */
+
+/* Whole seconds rounded up; memcached reads anything past 30 days as a Unix time. */
+static time_t expiry_of(int64_t ttl_ms)
+{
+    int64_t secs, at;
+    if (ttl_ms <= 0)
+        return 0;
+    if (ttl_ms > (int64_t)UINT32_MAX * 1000)
+        return (time_t)UINT32_MAX;
+    secs = ttl_ms / 1000 + (ttl_ms % 1000 != 0);
+    if (secs <= MC_RELATIVE_MAX)
+        return (time_t)secs;
+    at = (cachy_now_ms() + ttl_ms + 999) / 1000;
+    return (time_t)(at > (int64_t)UINT32_MAX ? (int64_t)UINT32_MAX : at);
+}
+
+/*
+ * memcached's decr rewrites a shorter number in place, padding it with
+ * spaces ("10" decremented becomes "9 "). Such a value is still the integer;
+ * the padding is dropped so that it reads as one.
+ */
+static size_t unpadded_len(const char *p, size_t n)
+{
+    size_t end = n, i = 0;
+    while (end > 0 && p[end - 1] == ' ')
+        end--;
+    if (end == n || end == 0)
+        return n;
+    if (p[0] == '-')
+        i = 1;
+    if (i == end)
+        return n;
+    for (; i < end; i++)
+        if (p[i] < '0' || p[i] > '9')
+            return n;
+    return end;
+}
+
+/*
+ * Reads a counter. Besides the decimal int64 text this library writes,
+ * accepts an unsigned decimal above INT64_MAX: memcached's incr adds modulo
+ * 2^64, so a decrement that raced below zero leaves the two's complement
+ * there for a moment (see mc_incr_once). 1 int, 0 not an integer.
+ */
+static int parse_counter(const char *p, size_t n, int64_t *v, int *wrapped)
+{
+    cachy_slice sl;
+    uint64_t u = 0;
+    size_t i;
+    sl.ptr = p;
+    sl.len = unpadded_len(p, n);
+    *wrapped = 0;
+    if (cachy_parse_int(sl, v))
+        return 1;
+    if (sl.len == 0 || sl.len > 20 || (sl.len > 1 && p[0] == '0'))
+        return 0;
+    for (i = 0; i < sl.len; i++) {
+        unsigned d;
+        if (p[i] < '0' || p[i] > '9')
+            return 0;
+        d = (unsigned)(p[i] - '0');
+        if (u > (UINT64_MAX - d) / 10)
+            return 0;
+        u = u * 10 + d;
+    }
+    if (u <= (uint64_t)INT64_MAX)
+        return 0;
+    *v = (int64_t)u;     /* two's complement: implementation-defined, and what gcc/clang do */
+    *wrapped = 1;
+    return 1;
+}
+
+/* ---- errors ------------------------------------------------------------ */
+
+/* Failures of a server or its connection, as opposed to answers from it. */
+static int is_server_failure(memcached_return_t rc)
+{
+    switch (rc) {
+    case MEMCACHED_FAILURE:
+    case MEMCACHED_HOST_LOOKUP_FAILURE:
+    case MEMCACHED_CONNECTION_FAILURE:
+    case MEMCACHED_CONNECTION_BIND_FAILURE:
+    case MEMCACHED_WRITE_FAILURE:
+    case MEMCACHED_READ_FAILURE:
+    case MEMCACHED_UNKNOWN_READ_FAILURE:
+    case MEMCACHED_PROTOCOL_ERROR:
+    case MEMCACHED_ERROR:
+    case MEMCACHED_PARTIAL_READ:
+    case MEMCACHED_SOME_ERRORS:
+    case MEMCACHED_NO_SERVERS:
+    case MEMCACHED_ERRNO:
+    case MEMCACHED_TIMEOUT:
+    case MEMCACHED_SERVER_MARKED_DEAD:
+    case MEMCACHED_SERVER_TEMPORARILY_DISABLED:
+    case MEMCACHED_IN_PROGRESS:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static void lower_copy(char *out, size_t outsz, const char *in)
+{
+    size_t i;
+    for (i = 0; in[i] && i + 1 < outsz; i++)
+        out[i] = (in[i] >= 'A' && in[i] <= 'Z') ? (char)(in[i] - 'A' + 'a') : in[i];
+    out[i] = '\0';
+}
+
+/* "1.0", "0.25": seconds as the configuration would write them. */
+static void format_seconds(double secs, char *out, size_t outsz)
+{
+    if (fabs(secs * 10 - floor(secs * 10 + 0.5)) < 1e-9)
+        snprintf(out, outsz, "%.1f", secs);
+    else
+        snprintf(out, outsz, "%g", secs);
+}
+
+/* Whether inst has an open TCP connection (never known for a Unix socket). */
+static int is_connected(const memcached_instance_st *inst)
+{
+    return memcached_server_srcport(inst) != 0;
+}
+
+/* " (server host:port)" for stores with several servers, else "". */
+static void server_label(const mc_state *st, const memcached_instance_st *inst, char *out,
+                         size_t outsz)
+{
+    out[0] = '\0';
+    if (st->nservers < 2)
+        return;
+    if (inst == NULL)
+        inst = memcached_server_get_last_disconnect(st->mc);
+    if (inst == NULL)
+        return;
+    if (memcached_server_name(inst)[0] == '/')
+        snprintf(out, outsz, " (server %s)", memcached_server_name(inst));
+    else
+        snprintf(out, outsz, " (server %s:%u)", memcached_server_name(inst),
+                 (unsigned)memcached_server_port(inst));
+}
+
+/*
+ * Sets err from a libmemcached failure (inst: the server involved, when
+ * known) and returns -1. A server that cannot be reached or broke off is
+ * CACHY_ECONN/CACHY_ETIMEOUT, so the manager drops every connection and the
+ * next call starts afresh.
+ */
+static int mc_fail(cachy_store *s, mc_state *st, memcached_return_t rc, size_t vlen,
+                   const memcached_instance_st *inst, cachy_error *err)
+{
+    char where[300], cause[160];
+    server_label(st, inst, where, sizeof where);
+    switch (rc) {
+    case MEMCACHED_TIMEOUT: {
+        /* libmemcached reports both timeouts alike: on a connection that
+         * was open it was the reply; otherwise, whichever timeout the time
+         * spent matches. */
+        int connecting = 0;
+        char secs[32];
+        if (!st->was_connected && st->connect_timeout != st->timeout) {
+            double spent = (double)(cachy_monotonic_ms() - st->attempt_ms) / 1000;
+            connecting = fabs(spent - st->connect_timeout) < fabs(spent - st->timeout);
+        }
+        format_seconds(connecting ? st->connect_timeout : st->timeout, secs, sizeof secs);
+        cachy_error_set(err, s, CACHY_ETIMEOUT, "%s after %s s%s",
+                        connecting ? "connect timed out" : "timed out", secs, where);
+        return -1;
+    }
+    case MEMCACHED_E2BIG:
+        cachy_error_set(err, s, CACHY_ETOOBIG,
+                        "value of %zu bytes is larger than the server's item size limit", vlen);
+        return -1;
+    case MEMCACHED_MEMORY_ALLOCATION_FAILURE:
+    case MEMCACHED_SERVER_MEMORY_ALLOCATION_FAILURE:
+        cachy_error_set(err, s, CACHY_EBACKEND, "out of memory storing the value%s", where);
+        return -1;
+    default:
+        break;
+    }
+    if (rc == MEMCACHED_ERRNO || rc == MEMCACHED_CONNECTION_FAILURE) {
+        int e = memcached_last_error_errno(st->mc);
+        lower_copy(cause, sizeof cause, e ? strerror(e) : memcached_strerror(st->mc, rc));
+    } else {
+        lower_copy(cause, sizeof cause, memcached_strerror(st->mc, rc));
+    }
+    cachy_error_set(err, s, is_server_failure(rc) ? CACHY_ECONN : CACHY_EBACKEND, "%s%s",
+                    cause, where);
+    return -1;
+}
+
+/* ---- failed servers ------------------------------------------------------ */
+
+/*
+ * With several servers, a server that fails a call is ejected for
+ * MC_RETRY_SECONDS: libmemcached rebuilds the ketama continuum without it,
+ * so its keys go to the next server meanwhile, and rejoins it afterwards
+ * (REMOVE_FAILED_SERVERS honours each server's next retry time). The call
+ * then runs once more on the key's new owner, so a lost server costs one
+ * failure (one timeout at most for a server that hangs) per period, not
+ * one per call. libmemcached keeps a connection whose reply timed out open,
+ * the late reply still to come: every connection is closed here so that no
+ * late reply is ever read as the answer to a later command.
+ */
+static void eject(mc_state *st, const memcached_instance_st *inst)
+{
+    memcached_instance_next_retry(inst, time(NULL) + MC_RETRY_SECONDS);
+    memcached_quit(st->mc);
+    memcached_behavior_set_distribution(st->mc, MEMCACHED_DISTRIBUTION_CONSISTENT_WEIGHTED);
+}
+
+/* Notes the start of an attempt on inst (NULL: several servers), for mc_fail. */
+static void begin_attempt(mc_state *st, const memcached_instance_st *inst)
+{
+    st->attempt_ms = cachy_monotonic_ms();
+    st->was_connected = inst != NULL && is_connected(inst);
+}
+
+/* The server that owns wk now; notes the start of an attempt on it. */
+static const memcached_instance_st *owner_of(mc_state *st, cachy_slice wk)
+{
+    const memcached_instance_st *inst;
+    memcached_return_t rc;
+    if (st->nservers < 2) {
+        inst = memcached_server_instance_by_position(st->mc, 0);
+    } else {
+        memcached_autoeject(st->mc);     /* rejoin servers whose retry time has come */
+        inst = memcached_server_by_key(st->mc, wk.ptr, wk.len, &rc);
+    }
+    begin_attempt(st, inst);
+    return inst;
+}
+
+/* The tries of one call. */
+typedef struct mc_try {
+    int failures, limit;
+    int reconnected;
+} mc_try;
+
+static void try_init(mc_try *t, int limit)
+{
+    t->failures = 0;
+    t->limit = limit;
+    t->reconnected = 0;
+}
+
+/*
+ * Whether a call that failed with rc on owner runs again. A connection that
+ * was open when the call began may just have been closed by the server
+ * (idle timeout, restart): the call first runs again on a new connection to
+ * the same server. Then, with several servers, the server is ejected and
+ * the call runs on the key's new owner. A timeout is never tried again on
+ * the same server, so a call waits out one timeout per failed server.
+ * (Whether a Unix socket was open is not known: no same-server rerun there.)
+ */
+static int try_again(mc_state *st, mc_try *t, memcached_return_t rc,
+                     const memcached_instance_st *owner)
+{
+    if (!is_server_failure(rc) || ++t->failures >= t->limit)
+        return 0;
+    if (st->was_connected && rc != MEMCACHED_TIMEOUT && !t->reconnected) {
+        t->reconnected = 1;
+        memcached_quit(st->mc);
+        return 1;
+    }
+    if (st->nservers < 2 || owner == NULL)
+        return 0;
+    eject(st, owner);
+    return 1;
+}
+
+/* ---- open / close ------------------------------------------------------ */
+
+static int parse_u32(const char *p, size_t n, uint32_t lo, uint32_t hi, uint32_t *out)
+{
+    uint64_t v = 0;
+    size_t i;
+    if (n == 0 || n > 10)
+        return 0;
+    for (i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return 0;
+        v = v * 10 + (uint64_t)(p[i] - '0');
+    }
+    if (v < lo || v > hi)
+        return 0;
+    *out = (uint32_t)v;
+    return 1;
+}
+
+/*
+ * One `servers` entry: "host:port", "host:port weight", "[v6addr]:port",
+ * "host" (port 11211) or "/path/to/socket" (optionally with a weight).
+ * Adds it and appends its address to addr. 0 ok, -1 with err set.
+ */
+static int add_server(cachy_store *s, mc_state *st, const char *entry, cachy_buf *addr,
+                      cachy_error *err)
+{
+    char host[256];
+    const char *end, *sp, *colon;
+    uint32_t weight = 1, port = MC_DEFAULT_PORT;
+    size_t hlen;
+    memcached_return_t rc;
+
+    while (*entry == ' ' || *entry == '\t')
+        entry++;
+    end = entry + strlen(entry);
+    while (end > entry && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    sp = memchr(entry, ' ', (size_t)(end - entry));
+    if (sp == NULL)
+        sp = memchr(entry, '\t', (size_t)(end - entry));
+    if (sp != NULL) {
+        const char *w = sp;
+        while (*w == ' ' || *w == '\t')
+            w++;
+        if (!parse_u32(w, (size_t)(end - w), 1, 1000000, &weight))
+            goto bad;
+        end = sp;
+    }
+    if (end == entry)
+        goto bad;
+    if (entry[0] == '/') {
+        hlen = (size_t)(end - entry);
+        if (hlen >= sizeof host)
+            goto bad;
+        memcpy(host, entry, hlen);
+        host[hlen] = '\0';
+        rc = memcached_server_add_unix_socket_with_weight(st->mc, host, weight);
+    } else {
+        if (entry[0] == '[') {
+            const char *close = memchr(entry, ']', (size_t)(end - entry));
+            if (close == NULL || close == entry + 1)
+                goto bad;
+            hlen = (size_t)(close - entry - 1);
+            if (hlen >= sizeof host)
+                goto bad;
+            memcpy(host, entry + 1, hlen);
+            if (close + 1 != end) {
+                if (close[1] != ':' || !parse_u32(close + 2, (size_t)(end - close - 2), 1, 65535, &port))
+                    goto bad;
+            }
+        } else {
+            colon = memchr(entry, ':', (size_t)(end - entry));
+            if (colon != NULL && memchr(colon + 1, ':', (size_t)(end - colon - 1)) != NULL)
+                goto bad;           /* a bare IPv6 address: write it as [addr]:port */
+            if (colon != NULL && !parse_u32(colon + 1, (size_t)(end - colon - 1), 1, 65535, &port))
+                goto bad;
+            hlen = (size_t)((colon ? colon : end) - entry);
+            if (hlen == 0 || hlen >= sizeof host)
+                goto bad;
+            memcpy(host, entry, hlen);
+        }
+        host[hlen] = '\0';
+        rc = memcached_server_add_with_weight(st->mc, host, (in_port_t)port, weight);
+    }
+    if (rc != MEMCACHED_SUCCESS) {
+        cachy_error_set(err, s, CACHY_EMISUSE, "cannot use server '%s': %s", entry,
+                        memcached_strerror(st->mc, rc));
+        return -1;
+    }
+    if ((addr->len && cachy_buf_append(addr, ",", 1) != 0) ||
+        cachy_buf_append(addr, entry, (size_t)(end - entry)) != 0) {
+        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        return -1;
+    }
+    st->nservers++;
+    return 0;
+bad:
+    cachy_error_set(err, s, CACHY_EMISUSE,
+                    "invalid server '%s' in servers (expected \"host:port\", "
+                    "\"host:port weight\" or a Unix socket path)", entry);
+    return -1;
+}
+
+/* A timeout in seconds, 1.0 by default; libmemcached takes milliseconds as int32. */
+static int positive_seconds(cachy_store *s, const char *name, double *out, cachy_error *err)
+{
+    double v = cachy_opt_number(&s->opts, name, 1.0);
+    if (!(v > 0) || v > 86400) {
+        cachy_error_set(err, s, CACHY_EMISUSE, "%s must be above 0 and at most 86400 seconds", name);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static void mc_close(cachy_store *s)
+{
+    mc_state *st = s->impl;
+    if (st == NULL)
+        return;
+    if (st->results_ready) {
+        memcached_result_free(&st->result);
+        memcached_result_free(&st->spare);
+    }
+    if (st->mc)
+        memcached_free(st->mc);
+    free(st);
+    s->impl = NULL;
+}
+
+static void set_address(cachy_store *s, const cachy_buf *addr)
+{
+    size_t n = addr->len, cap = sizeof s->address - 1;
+    if (n <= cap) {
+        memcpy(s->address, addr->data, n);
+        s->address[n] = '\0';
+        return;
+    }
+    memcpy(s->address, addr->data, cap - 3);
+    memcpy(s->address + cap - 3, "...", 4);
+}
+
+static int mc_open(cachy_store *s, cachy_error *err)
+{
+    static const char *const default_servers[] = { "127.0.0.1:11211" };
+    const cachy_option *opt = cachy_opt_find(&s->opts, "servers");
+    const char *const *list = default_servers;
+    size_t n = 1, i;
+    cachy_buf addr = { 0 };
+    mc_state *st;
+    int32_t connect_ms, io_ms;
+
+    if (opt != NULL && opt->type == CACHY_OPT_LIST) {
+        list = (const char *const *)opt->list;
+        n = opt->nlist;
+    }
+    if (n == 0) {
+        cachy_error_set(err, s, CACHY_EMISUSE, "servers must list at least one server");
+        return -1;
+    }
+    st = calloc(1, sizeof *st);
+    if (st == NULL) {
+        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        return -1;
+    }
+    s->impl = st;
+    st->rand_state = (uint64_t)cachy_now_ms() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid() ^
+                     (uint64_t)(uintptr_t)st;
+    if (st->rand_state == 0)
+        st->rand_state = 1;
+    if (positive_seconds(s, "connect_timeout", &st->connect_timeout, err) != 0 ||
+        positive_seconds(s, "timeout", &st->timeout, err) != 0)
+        goto fail;
+    st->mc = memcached_create(NULL);
+    if (st->mc == NULL) {
+        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if (memcached_result_create(st->mc, &st->result) == NULL) {
+        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if (memcached_result_create(st->mc, &st->spare) == NULL) {
+        memcached_result_free(&st->result);
+        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        goto fail;
+    }
+    st->results_ready = 1;
+
+    connect_ms = (int32_t)ceil(st->connect_timeout * 1000);
+    io_ms = (int32_t)ceil(st->timeout * 1000);
+    /* Non-blocking sockets, so that every wait is a poll bounded by the
+     * timeouts below; libmemcached's defaults would otherwise apply.
+     * REMOVE_FAILED_SERVERS makes the ketama continuum leave out a server
+     * until its retry time, and RETRY_TIMEOUT is how long libmemcached
+     * itself stops connecting to a server that refused. Its own ejection,
+     * after SERVER_FAILURE_LIMIT failed connects, is set out of reach: it
+     * would eject a server that comes back once more before trying it, and
+     * eject() below already takes a server out after any failure. */
+    if (memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, 1) != MEMCACHED_SUCCESS ||
+        memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_NO_BLOCK, 1) != MEMCACHED_SUCCESS ||
+        memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_TCP_NODELAY, 1) != MEMCACHED_SUCCESS ||
+        memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1) != MEMCACHED_SUCCESS ||
+        memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, (uint64_t)connect_ms) != MEMCACHED_SUCCESS ||
+        memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, (uint64_t)io_ms) != MEMCACHED_SUCCESS ||
+        memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_SND_TIMEOUT, (uint64_t)io_ms * 1000) != MEMCACHED_SUCCESS ||
+        memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_RCV_TIMEOUT, (uint64_t)io_ms * 1000) != MEMCACHED_SUCCESS ||
+        memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_REMOVE_FAILED_SERVERS, 1) != MEMCACHED_SUCCESS ||
+        memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, MC_RETRY_SECONDS) != MEMCACHED_SUCCESS ||
+        memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_SERVER_FAILURE_LIMIT, MC_NO_FAILURE_LIMIT) != MEMCACHED_SUCCESS) {
+        cachy_error_set(err, s, CACHY_EBACKEND, "cannot configure libmemcached: %s",
+                        memcached_last_error_message(st->mc));
+        goto fail;
+    }
+    for (i = 0; i < n; i++)
+        if (add_server(s, st, list[i], &addr, err) != 0)
+            goto fail;
+    set_address(s, &addr);
+    cachy_buf_free(&addr);
+    return 0;
+fail:
+    cachy_buf_free(&addr);
+    mc_close(s);
+    return -1;
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+/* Reads every reply still pending from a multi-get, so none is taken for
+ * the answer to a later command; if that fails, drops the connections. */
+static void drain(mc_state *st)
+{
+    memcached_return_t rc;
+    while (memcached_fetch_result(st->mc, &st->spare, &rc) != NULL)
+        ;
+    if (rc != MEMCACHED_END && rc != MEMCACHED_NOTFOUND && rc != MEMCACHED_SUCCESS)
+        memcached_quit(st->mc);
+}
+
+/* One key with its CAS unique: 1 hit (st->result holds it), 0 miss, -1 rc set. */
+static int gets_one(mc_state *st, cachy_slice wk, memcached_return_t *rcp)
+{
+    const char *keys[1];
+    size_t lens[1];
+    memcached_return_t rc;
+    keys[0] = wk.ptr;
+    lens[0] = wk.len;
+    rc = memcached_mget(st->mc, keys, lens, 1);
+    if (rc != MEMCACHED_SUCCESS) {
+        *rcp = rc;
+        return -1;
+    }
+    if (memcached_fetch_result(st->mc, &st->result, &rc) != NULL) {
+        drain(st);
+        return 1;
+    }
+    if (rc == MEMCACHED_END || rc == MEMCACHED_NOTFOUND)
+        return 0;
+    *rcp = rc;
+    return -1;
+}
+
+static int copy_value(cachy_store *s, cachy_buf *out, const char *p, size_t n, cachy_error *err)
+{
+    if (cachy_buf_set(out, p, unpadded_len(p, n)) != 0) {
+        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static int mc_get(cachy_store *s, cachy_slice key, cachy_buf *out, cachy_error *err)
+{
+    mc_state *st = s->impl;
+    cachy_slice wk = wire_key(st, key);
+    const memcached_instance_st *owner;
+    memcached_return_t rc = MEMCACHED_SUCCESS;
+    mc_try t;
+    int r;
+    try_init(&t, MC_ATTEMPTS);
+    for (;;) {
+        owner = owner_of(st, wk);
+        r = gets_one(st, wk, &rc);
+        if (r >= 0 || !try_again(st, &t, rc, owner))
+            break;
+    }
+    if (r < 0)
+        return mc_fail(s, st, rc, 0, owner, err);
+    if (r == 0)
+        return 0;
+    if (copy_value(s, out, memcached_result_value(&st->result),
+                   memcached_result_length(&st->result), err) != 0)
+        return -1;
+    return 1;
+}
+
+/* A wire key and the caller's position for it; sorted, so that a reply's key
+ * finds every position that asked for it. */
+typedef struct mc_slot {
+    const char *ptr;
+    size_t len;
+    size_t index;
+} mc_slot;
+
+static int slot_cmp(const void *a, const void *b)
+{
+    const mc_slot *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->ptr, y->ptr, n);
+    if (c != 0)
+        return c;
+    return x->len < y->len ? -1 : x->len > y->len;
+}
+
+static size_t slot_lower_bound(const mc_slot *slots, size_t n, const char *p, size_t len)
+{
+    size_t lo = 0, hi = n;
+    mc_slot probe;
+    probe.ptr = p;
+    probe.len = len;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (slot_cmp(&slots[mid], &probe) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/*
+ * Wire keys for n keys: hashed forms written into one block. On success
+ * *block (free it) holds them and the wire keys are in wk.
+ */
+static int wire_keys(cachy_store *s, const cachy_slice *keys, size_t n, cachy_slice *wk,
+                     char **block, cachy_error *err)
+{
+    size_t i, hashed = 0;
+    char *p;
+    for (i = 0; i < n; i++)
+        if (!key_is_plain(keys[i]))
+            hashed++;
+    *block = malloc(hashed * (MC_HASHED_MAX + 1) + 1);
+    if (*block == NULL) {
+        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        return -1;
+    }
+    p = *block;
+    for (i = 0; i < n; i++) {
+        if (key_is_plain(keys[i])) {
+            wk[i] = keys[i];
+        } else {
+            wk[i].len = key_hashed(keys[i], p);
+            wk[i].ptr = p;
+            p += MC_HASHED_MAX + 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Server index now owning each of the n wire keys (all 0 with one server).
+ * Multi-key calls go server by server rather than through libmemcached's
+ * all-server multi-get, which skips the keys of a server it cannot reach
+ * without saying which: per server, a failure is known and its keys can be
+ * sent to the server that takes them over.
+ */
+static void owners(mc_state *st, const cachy_slice *wk, const char *pending, size_t n,
+                   uint32_t *srv)
+{
+    size_t i;
+    if (st->nservers > 1)
+        memcached_autoeject(st->mc);
+    for (i = 0; i < n; i++)
+        srv[i] = pending[i] && st->nservers > 1 ? memcached_generate_hash(st->mc, wk[i].ptr, wk[i].len)
+                                                : 0;
+}
+
+/*
+ * One multi-get, to one server, of the wire keys at sel[0..m): values found
+ * go to every position asking for them (slots, sorted) and *copy_failed is
+ * set when copying one failed for lack of memory (err set).
+ */
+static memcached_return_t group_get(cachy_store *s, mc_state *st, const cachy_slice *wk,
+                                    const size_t *sel, size_t m, const mc_slot *slots, size_t n,
+                                    const char **kp, size_t *kl, cachy_buf *outs, int *found,
+                                    int *copy_failed, cachy_error *err)
+{
+    memcached_return_t rc, frc = MEMCACHED_END;
+    memcached_result_st *res;
+    size_t j;
+    for (j = 0; j < m; j++) {
+        kp[j] = wk[sel[j]].ptr;
+        kl[j] = wk[sel[j]].len;
+    }
+    rc = memcached_mget_by_key(st->mc, kp[0], kl[0], kp, kl, m);
+    if (rc != MEMCACHED_SUCCESS)
+        return rc;
+    while ((res = memcached_fetch_result(st->mc, &st->result, &frc)) != NULL) {
+        const char *k = memcached_result_key_value(res);
+        size_t klen = memcached_result_key_length(res);
+        size_t at = slot_lower_bound(slots, n, k, klen);
+        for (; at < n && slots[at].len == klen && memcmp(slots[at].ptr, k, klen) == 0; at++) {
+            size_t idx = slots[at].index;
+            if (!*copy_failed && copy_value(s, &outs[idx], memcached_result_value(res),
+                                            memcached_result_length(res), err) != 0)
+                *copy_failed = 1;
+            found[idx] = 1;
+        }
+    }
+    if (frc == MEMCACHED_END || frc == MEMCACHED_NOTFOUND || frc == MEMCACHED_SUCCESS)
+        return MEMCACHED_SUCCESS;
+    return frc;
+}
+
+static int mc_many(cachy_store *s, const cachy_slice *keys, size_t n, cachy_buf *outs, int *found,
+                   cachy_error *err)
+{
+    mc_state *st = s->impl;
+    cachy_slice *wk = NULL;
+    mc_slot *slots = NULL;
+    const char **kp = NULL;
+    size_t *kl = NULL, *sel = NULL, i, srv_i, nsrv = memcached_server_count(st->mc);
+    uint32_t *srv = NULL;
+    char *block = NULL, *pending = NULL;
+    memcached_return_t rc = MEMCACHED_SUCCESS;
+    const memcached_instance_st *inst = NULL;
+    mc_try t;
+    int copy_failed = 0, ret = -1;
+
+    for (i = 0; i < n; i++)
+        found[i] = 0;
+    wk = malloc(n * sizeof *wk);
+    slots = malloc(n * sizeof *slots);
+    kp = malloc(n * sizeof *kp);
+    kl = malloc(n * sizeof *kl);
+    sel = malloc(n * sizeof *sel);
+    srv = malloc(n * sizeof *srv);
+    pending = malloc(n);
+    if (!wk || !slots || !kp || !kl || !sel || !srv || !pending) {
+        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        goto done;
+    }
+    if (wire_keys(s, keys, n, wk, &block, err) != 0)
+        goto done;
+    for (i = 0; i < n; i++) {
+        slots[i].ptr = wk[i].ptr;
+        slots[i].len = wk[i].len;
+        slots[i].index = i;
+    }
+    qsort(slots, n, sizeof *slots, slot_cmp);
+    /* Each distinct wire key is asked for once. */
+    for (i = 0; i < n; i++)
+        pending[slots[i].index] = i == 0 || slot_cmp(&slots[i - 1], &slots[i]) != 0;
+
+    /* A failure of each server may cost a round (see try_again). */
+    try_init(&t, MC_ATTEMPTS + (int)nsrv);
+    for (;;) {
+        int again = 0;
+        owners(st, wk, pending, n, srv);
+        for (srv_i = 0; srv_i < nsrv; srv_i++) {
+            size_t m = 0;
+            for (i = 0; i < n; i++)
+                if (pending[i] && srv[i] == srv_i)
+                    sel[m++] = i;
+            if (m == 0)
+                continue;
+            inst = memcached_server_instance_by_position(st->mc, (uint32_t)srv_i);
+            begin_attempt(st, inst);
+            /* On a new connection the first key goes alone: libmemcached
+             * reports a failure to connect as such only for the first key. */
+            if (m > 1 && !is_connected(inst)) {
+                rc = group_get(s, st, wk, sel, 1, slots, n, kp, kl, outs, found, &copy_failed, err);
+                if (rc == MEMCACHED_SUCCESS)
+                    rc = group_get(s, st, wk, sel + 1, m - 1, slots, n, kp, kl, outs, found,
+                                   &copy_failed, err);
+            } else {
+                rc = group_get(s, st, wk, sel, m, slots, n, kp, kl, outs, found, &copy_failed, err);
+            }
+            if (copy_failed)
+                goto done;
+            if (rc == MEMCACHED_SUCCESS) {
+                for (i = 0; i < m; i++)
+                    pending[sel[i]] = 0;
+            } else if (try_again(st, &t, rc, inst)) {
+                again = 1;
+            } else {
+                mc_fail(s, st, rc, 0, inst, err);
+                goto done;
+            }
+        }
+        if (!again)
+            break;
+    }
+    ret = 0;
+done:
+    if (ret != 0)
+        for (i = 0; i < n; i++)
+            found[i] = 0;
+    free(block);
+    free(wk);
+    free(slots);
+    free(kp);
+    free(kl);
+    free(sel);
+    free(srv);
+    free(pending);
+    return ret;
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+static int mc_put(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_ms,
+                  cachy_error *err)
+{
+    mc_state *st = s->impl;
+    cachy_slice wk = wire_key(st, key);
+    const memcached_instance_st *owner;
+    time_t exp = expiry_of(ttl_ms);
+    memcached_return_t rc;
+    mc_try t;
+    try_init(&t, MC_ATTEMPTS);
+    for (;;) {
+        owner = owner_of(st, wk);
+        rc = memcached_set(st->mc, wk.ptr, wk.len, val.ptr, val.len, exp, 0);
+        if (rc == MEMCACHED_SUCCESS || !try_again(st, &t, rc, owner))
+            break;
+    }
+    return rc == MEMCACHED_SUCCESS ? 0 : mc_fail(s, st, rc, val.len, owner, err);
+}
+
+static int mc_add(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_ms,
+                  cachy_error *err)
+{
+    mc_state *st = s->impl;
+    cachy_slice wk = wire_key(st, key);
+    const memcached_instance_st *owner;
+    time_t exp = expiry_of(ttl_ms);
+    memcached_return_t rc;
+    mc_try t;
+    try_init(&t, MC_ATTEMPTS);
+    for (;;) {
+        owner = owner_of(st, wk);
+        rc = memcached_add(st->mc, wk.ptr, wk.len, val.ptr, val.len, exp, 0);
+        if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS ||
+            !try_again(st, &t, rc, owner))
+            break;
+    }
+    if (rc == MEMCACHED_SUCCESS)
+        return 1;
+    if (rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS)
+        return 0;
+    return mc_fail(s, st, rc, val.len, owner, err);
+}
+
+static int mc_forget(cachy_store *s, cachy_slice key, cachy_error *err)
+{
+    mc_state *st = s->impl;
+    cachy_slice wk = wire_key(st, key);
+    const memcached_instance_st *owner;
+    memcached_return_t rc;
+    mc_try t;
+    try_init(&t, MC_ATTEMPTS);
+    for (;;) {
+        owner = owner_of(st, wk);
+        rc = memcached_delete(st->mc, wk.ptr, wk.len, 0);
+        if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTFOUND || !try_again(st, &t, rc, owner))
+            break;
+    }
+    if (rc == MEMCACHED_SUCCESS)
+        return 1;
+    if (rc == MEMCACHED_NOTFOUND)
+        return 0;
+    return mc_fail(s, st, rc, 0, owner, err);
+}
+
+static memcached_return_t stat_min_item_size(const memcached_instance_st *server, const char *key,
+                                             size_t key_length, const char *value,
+                                             size_t value_length, void *context)
+{
+    uint64_t *min = context, v = 0;
+    size_t i;
+    (void)server;
+    if (key_length != 13 || memcmp(key, "item_size_max", 13) != 0)
+        return MEMCACHED_SUCCESS;
+    for (i = 0; i < value_length && value[i] >= '0' && value[i] <= '9'; i++)
+        v = v * 10 + (uint64_t)(value[i] - '0');
+    if (v > 0 && (*min == 0 || v < *min))
+        *min = v;
+    return MEMCACHED_SUCCESS;
+}
+
+/*
+ * The pairs at sel[0..m), all bound for one server, without a round trip
+ * each: with NOREPLY, memcached_set sends a quiet set, which the server
+ * answers only on failure, and libmemcached discards such late failure
+ * replies. So a pair goes quiet only when its size rules a failure out
+ * (half of the smallest item size limit, learnt from "stats settings");
+ * large pairs and the last pair are sent with a reply. A server handles a
+ * connection's commands in order, so that last reply also confirms that the
+ * quiet sets before it were read. Left unreported: a quiet set the server
+ * could not store for lack of memory, which to a reader is an eviction.
+ */
+static memcached_return_t group_put(mc_state *st, const cachy_slice *wk, const cachy_slice *vals,
+                                    const size_t *sel, size_t m, time_t exp, size_t *failed_at)
+{
+    uint64_t quiet_max = st->item_size_max / 2;
+    cachy_slice gk = wk[sel[0]];
+    size_t j;
+    for (j = 0; j < m; j++) {
+        size_t i = sel[j];
+        int quiet = j + 1 < m && vals[i].len + wk[i].len + 1024 <= quiet_max;
+        memcached_return_t rc;
+        if (quiet)
+            memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_NOREPLY, 1);
+        rc = memcached_set_by_key(st->mc, gk.ptr, gk.len, wk[i].ptr, wk[i].len, vals[i].ptr,
+                                  vals[i].len, exp, 0);
+        if (quiet)
+            memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_NOREPLY, 0);
+        if (rc != MEMCACHED_SUCCESS) {
+            *failed_at = i;
+            return rc;
+        }
+    }
+    return MEMCACHED_SUCCESS;
+}
+
+static int mc_put_many(cachy_store *s, const cachy_slice *keys, const cachy_slice *vals, size_t n,
+                       int64_t ttl_ms, cachy_error *err)
+{
+    mc_state *st = s->impl;
+    cachy_slice *wk = NULL;
+    size_t *sel = NULL, i, srv_i, failed_at = 0, nsrv = memcached_server_count(st->mc);
+    uint32_t *srv = NULL;
+    char *block = NULL, *pending = NULL;
+    time_t exp = expiry_of(ttl_ms);
+    const memcached_instance_st *inst = NULL;
+    memcached_return_t rc;
+    mc_try t;
+    int ret = -1;
+
+    wk = malloc(n * sizeof *wk);
+    sel = malloc(n * sizeof *sel);
+    srv = malloc(n * sizeof *srv);
+    pending = malloc(n);
+    if (!wk || !sel || !srv || !pending) {
+        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        goto done;
+    }
+    if (wire_keys(s, keys, n, wk, &block, err) != 0)
+        goto done;
+    memset(pending, 1, n);
+    if (!st->item_size_asked && n > 1) {
+        uint64_t min = 0;
+        /* Asked once per connection; without every server's answer, every
+         * set waits for its reply. */
+        st->item_size_asked = 1;
+        begin_attempt(st, st->nservers < 2 ? memcached_server_instance_by_position(st->mc, 0) : NULL);
+        rc = memcached_stat_execute(st->mc, "settings", stat_min_item_size, &min);
+        if (rc == MEMCACHED_SUCCESS) {
+            st->item_size_max = min;
+        } else if (st->nservers < 2) {
+            mc_fail(s, st, rc, 0, memcached_server_instance_by_position(st->mc, 0), err);
+            goto done;
+        } else {
+            memcached_quit(st->mc);     /* a late reply must not answer a set */
+        }
+    }
+    try_init(&t, MC_ATTEMPTS + (int)nsrv);
+    for (;;) {
+        int again = 0;
+        owners(st, wk, pending, n, srv);
+        for (srv_i = 0; srv_i < nsrv; srv_i++) {
+            size_t m = 0;
+            for (i = 0; i < n; i++)
+                if (pending[i] && srv[i] == srv_i)
+                    sel[m++] = i;
+            if (m == 0)
+                continue;
+            inst = memcached_server_instance_by_position(st->mc, (uint32_t)srv_i);
+            begin_attempt(st, inst);
+            rc = group_put(st, wk, vals, sel, m, exp, &failed_at);
+            if (rc == MEMCACHED_SUCCESS) {
+                for (i = 0; i < m; i++)
+                    pending[sel[i]] = 0;
+            } else if (try_again(st, &t, rc, inst)) {
+                again = 1;
+            } else {
+                mc_fail(s, st, rc, vals[failed_at].len, inst, err);
+                goto done;
+            }
+        }
+        if (!again)
+            break;
+    }
+    ret = 0;
+done:
+    free(block);
+    free(wk);
+    free(sel);
+    free(srv);
+    free(pending);
+    return ret;
+}
+
+/* ---- increment ----------------------------------------------------------- */
+
+static int fail_not_int(cachy_store *s, cachy_slice key, cachy_error *err)
+{
+    char shown[300];
+    key_for_message(s, key, shown, sizeof shown);
+    cachy_error_set(err, s, CACHY_ENOTINT, "value of key '%s' is not an integer", shown);
+    return -1;
+}
+
+static int fail_range(cachy_store *s, cachy_slice key, cachy_error *err)
+{
+    char shown[300];
+    key_for_message(s, key, shown, sizeof shown);
+    cachy_error_set(err, s, CACHY_ERANGE, "increment of key '%s' overflows 64 bits", shown);
+    return -1;
+}
+
+/*
+ * Before round `tries` of a read-modify-write that lost a race: -1 when the
+ * call's time (the I/O timeout) is up; else 0, after a random pause growing
+ * with the losses from the third on (up to 2 ms), so that writers racing for
+ * one key stop colliding in step.
+ */
+static int backoff(mc_state *st, int tries, int64_t deadline)
+{
+    uint64_t x, cap_us;
+    if (cachy_monotonic_ms() >= deadline)
+        return -1;
+    if (tries < 3)
+        return 0;
+    x = st->rand_state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    st->rand_state = x;
+    cap_us = tries >= 9 ? 2000 : (uint64_t)50 << (tries - 3);
+    usleep((useconds_t)(x % cap_us));
+    return 0;
+}
+
+/*
+ * Rewrites a counter left as an unsigned two's complement (a decrement that
+ * raced below zero) as its signed decimal. Losing the race to another writer
+ * is fine: any writer leaves signed text or a fresh wrap to repair again.
+ */
+static memcached_return_t repair_wrapped(mc_state *st, cachy_slice wk)
+{
+    int tries;
+    for (tries = 0; tries < MC_REPAIR_TRIES; tries++) {
+        memcached_return_t rc = MEMCACHED_SUCCESS;
+        int64_t v;
+        int wrapped;
+        char text[24];
+        size_t tlen;
+        int r = gets_one(st, wk, &rc);
+        if (r < 0)
+            return rc;
+        if (r == 0 || !parse_counter(memcached_result_value(&st->result),
+                                     memcached_result_length(&st->result), &v, &wrapped) ||
+            !wrapped)
+            return MEMCACHED_SUCCESS;
+        tlen = cachy_format_int(v, text);
+        rc = memcached_cas(st->mc, wk.ptr, wk.len, text, tlen, 0,
+                           memcached_result_flags(&st->result), memcached_result_cas(&st->result));
+        if (rc == MEMCACHED_SUCCESS)
+            return rc;
+        if (rc != MEMCACHED_DATA_EXISTS && rc != MEMCACHED_NOTFOUND)
+            return rc;
+    }
+    return MEMCACHED_SUCCESS;
+}
+
+/*
+ * The increment, atomic across clients. Three ways, chosen from a read of
+ * the current value (with its CAS unique):
+ *  - missing: memcached's add of `by`, without expiry (lost race: read again);
+ *  - counter >= 0 and result >= 0: memcached's own incr, which keeps the
+ *    item's expiry. It adds modulo 2^64, so a decrement is an incr by the
+ *    two's complement: unlike decr it cannot clamp at 0 when another client
+ *    moved the value in between, and the sum tells what the value was just
+ *    before. If a race took it below zero, the unsigned text is rewritten
+ *    signed; if past 64 bits, the opposite incr undoes it;
+ *  - counter < 0 or result < 0: compare-and-swap of the new decimal text.
+ *    memcached cannot hold negatives for its incr, and the binary protocol
+ *    cannot tell an item's remaining lifetime, so this rewrite stores the
+ *    counter without expiry.
+ * On a CAS-unique mismatch or a vanished key the round starts again.
+ * Returns 0 (*result set), -1 with *rcp set, or -2 with err set.
+ */
+static int mc_incr_once(cachy_store *s, mc_state *st, cachy_slice key, cachy_slice wk, int64_t by,
+                        int64_t *result, memcached_return_t *rcp, cachy_error *err)
+{
+    int64_t deadline = cachy_monotonic_ms() + (int64_t)(st->timeout * 1000);
+    int tries;
+    for (tries = 0;; tries++) {
+        memcached_return_t rc = MEMCACHED_SUCCESS;
+        int64_t v, r;
+        int wrapped;
+        char text[24];
+        size_t tlen;
+        int hit;
+        if (tries > 0 && backoff(st, tries, deadline) != 0) {
+            char secs[32];
+            format_seconds(st->timeout, secs, sizeof secs);
+            cachy_error_set(err, s, CACHY_EBACKEND,
+                            "increment lost %d races with other writers in %s s", tries, secs);
+            return -2;
+        }
+        hit = gets_one(st, wk, &rc);
+        if (hit < 0) {
+            *rcp = rc;
+            return -1;
+        }
+        if (hit == 0) {
+            tlen = cachy_format_int(by, text);
+            rc = memcached_add(st->mc, wk.ptr, wk.len, text, tlen, 0, 0);
+            if (rc == MEMCACHED_SUCCESS) {
+                *result = by;
+                return 0;
+            }
+            if (rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS)
+                continue;
+            *rcp = rc;
+            return -1;
+        }
+        if (!parse_counter(memcached_result_value(&st->result),
+                           memcached_result_length(&st->result), &v, &wrapped)) {
+            fail_not_int(s, key, err);
+            return -2;
+        }
+        if (cachy_checked_add(v, by, &r) != 0) {
+            fail_range(s, key, err);
+            return -2;
+        }
+        if (by == 0 && !wrapped) {
+            *result = v;
+            return 0;
+        }
+        if (!wrapped && v >= 0 && r >= 0) {
+            uint64_t after = 0;
+            rc = memcached_increment_by_key(st->mc, wk.ptr, wk.len, wk.ptr, wk.len, (uint64_t)by,
+                                            &after);
+            if (rc == MEMCACHED_NOTFOUND)
+                continue;
+            if (rc == MEMCACHED_UNKNOWN_READ_FAILURE || rc == MEMCACHED_INVALID_ARGUMENTS) {
+                /* Not numeric to memcached any more: another client wrote
+                 * in between. (libmemcached also dropped the connection.) */
+                continue;
+            }
+            if (rc != MEMCACHED_SUCCESS) {
+                *rcp = rc;
+                return -1;
+            }
+            {
+                /* The counter just before the incr, read back from the sum
+                 * modulo 2^64: another client may have changed it since the
+                 * read above, even to a two's complement left for a moment. */
+                int64_t before = (int64_t)(after - (uint64_t)by), sum;
+                if (cachy_checked_add(before, by, &sum) != 0) {
+                    uint64_t undone;
+                    if (memcached_increment_by_key(st->mc, wk.ptr, wk.len, wk.ptr, wk.len,
+                                                   (uint64_t)0 - (uint64_t)by, &undone) != MEMCACHED_SUCCESS)
+                        memcached_quit(st->mc);
+                    fail_range(s, key, err);
+                    return -2;
+                }
+                if (after > (uint64_t)INT64_MAX) {      /* below zero: write it signed */
+                    rc = repair_wrapped(st, wk);
+                    if (rc != MEMCACHED_SUCCESS) {
+                        *rcp = rc;
+                        return -1;
+                    }
+                }
+                *result = sum;
+                return 0;
+            }
+        }
+        tlen = cachy_format_int(r, text);
+        rc = memcached_cas(st->mc, wk.ptr, wk.len, text, tlen, 0,
+                           memcached_result_flags(&st->result), memcached_result_cas(&st->result));
+        if (rc == MEMCACHED_SUCCESS) {
+            *result = r;
+            return 0;
+        }
+        if (rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_NOTFOUND)
+            continue;
+        *rcp = rc;
+        return -1;
+    }
+}
+
+static int mc_incr(cachy_store *s, cachy_slice key, int64_t by, int64_t *result, cachy_error *err)
+{
+    mc_state *st = s->impl;
+    cachy_slice wk = wire_key(st, key);
+    const memcached_instance_st *owner;
+    memcached_return_t rc = MEMCACHED_SUCCESS;
+    mc_try t;
+    int r;
+    try_init(&t, MC_ATTEMPTS);
+    for (;;) {
+        owner = owner_of(st, wk);
+        r = mc_incr_once(s, st, key, wk, by, result, &rc, err);
+        if (r != -1 || !try_again(st, &t, rc, owner))
+            break;
+    }
+    if (r == -1)
+        return mc_fail(s, st, rc, 0, owner, err);
+    return r == 0 ? 0 : -1;
+}
+
+/* ---- whole store ----------------------------------------------------------- */
+
+/*
+ * memcached has no way to remove only some keys: flush_all on every server,
+ * whatever the prefix. libmemcached's binary flush does not look at the
+ * replies; a failure reading one is still recorded as the call's last error.
+ */
+static int mc_flush(cachy_store *s, cachy_slice prefix, cachy_error *err)
+{
+    mc_state *st = s->impl;
+    memcached_return_t rc;
+    (void)prefix;
+    begin_attempt(st, st->nservers < 2 ? memcached_server_instance_by_position(st->mc, 0) : NULL);
+    rc = memcached_flush(st->mc, 0);
+    if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_SOME_ERRORS) {
+        memcached_return_t last = memcached_last_error(st->mc);
+        if (last != MEMCACHED_SUCCESS)
+            rc = last;
+    }
+    return rc == MEMCACHED_SUCCESS ? 0 : mc_fail(s, st, rc, 0, NULL, err);
+}
+
+typedef struct mc_totals {
+    int64_t items, bytes, hits, misses, evictions;
+} mc_totals;
+
+static memcached_return_t stat_sum(const memcached_instance_st *server, const char *key,
+                                   size_t key_length, const char *value, size_t value_length,
+                                   void *context)
+{
+    mc_totals *t = context;
+    int64_t *slot = NULL, v = 0;
+    size_t i;
+    (void)server;
+    if (key_length == 10 && memcmp(key, "curr_items", 10) == 0)
+        slot = &t->items;
+    else if (key_length == 5 && memcmp(key, "bytes", 5) == 0)
+        slot = &t->bytes;
+    else if (key_length == 8 && memcmp(key, "get_hits", 8) == 0)
+        slot = &t->hits;
+    else if (key_length == 10 && memcmp(key, "get_misses", 10) == 0)
+        slot = &t->misses;
+    else if (key_length == 9 && memcmp(key, "evictions", 9) == 0)
+        slot = &t->evictions;
+    if (slot == NULL)
+        return MEMCACHED_SUCCESS;
+    for (i = 0; i < value_length && value[i] >= '0' && value[i] <= '9'; i++)
+        v = v * 10 + (value[i] - '0');
+    *slot += v;
+    return MEMCACHED_SUCCESS;
+}
+
+static int mc_stats(cachy_store *s, cachy_stats *out, cachy_error *err)
+{
+    mc_state *st = s->impl;
+    mc_totals t = { 0, 0, 0, 0, 0 };
+    memcached_return_t rc;
+    begin_attempt(st, st->nservers < 2 ? memcached_server_instance_by_position(st->mc, 0) : NULL);
+    rc = memcached_stat_execute(st->mc, NULL, stat_sum, &t);
+    if (rc != MEMCACHED_SUCCESS)
+        return mc_fail(s, st, rc, 0, NULL, err);
+    out->items = t.items;
+    out->bytes = t.bytes;
+    out->hits = t.hits;
+    out->misses = t.misses;
+    out->evictions = t.evictions;
+    return 0;
+}
+
+const cachy_store_ops cachy_memcached_ops = {
+    .name = "memcached",
+    .fields = memcached_fields,
+    .open = mc_open,
+    .get = mc_get,
+    .put = mc_put,
+    .add = mc_add,
+    .forget = mc_forget,
+    .incr = mc_incr,
+    .flush = mc_flush,
+    .many = mc_many,
+    .put_many = mc_put_many,
+    .stats = mc_stats,
+    .close = mc_close,
+};

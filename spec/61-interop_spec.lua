@@ -1,0 +1,76 @@
+-- spec/61-interop_spec.lua: values written through the Redis store are read
+-- by another language's own libraries (Debian's python3-msgpack and
+-- python3-redis): MessagePack is standard, JSON is plain JSON text.
+local cachy = require("cachy")
+local servers = require("helpers.servers")
+
+local PYTHON = "/usr/bin/python3"   -- Debian's, which has python3-msgpack and python3-redis
+
+-- Runs a Python program with the port as its argument; returns its stdout.
+local function python(program, port)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(program)
+  f:close()
+  local p = assert(io.popen(string.format("%s %s %d 2>&1", PYTHON, path, port)))
+  local out = p:read("*a")
+  p:close()
+  os.remove(path)
+  return out
+end
+
+local value = {
+  name = "Ada", langs = { "lua", "c" }, admin = false, score = 1.5,
+  nested = { deep = { 1, { x = "y" } } }, n = 42,
+}
+
+describe("interoperability through redis", function()
+  local server
+
+  lazy_setup(function() server = servers.start("redis") end)
+  lazy_teardown(function() server:stop() end)
+
+  local function manager(serializer)
+    return cachy.new({ prefix = "interop:", serializer = serializer,
+      stores = { redis = { driver = "redis", port = server.port } } })
+  end
+
+  it("writes standard MessagePack that Python's msgpack reads as an equal dict", function()
+    local cache = manager("msgpack")
+    assert.are.equal(true, cache:put("user", value, 10))
+    local out = python([[
+import sys, msgpack, redis
+r = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]))
+got = msgpack.unpackb(r.get("interop:user"), raw=False)
+expected = {"name": "Ada", "langs": ["lua", "c"], "admin": False, "score": 1.5,
+            "nested": {"deep": [1, {"x": "y"}]}, "n": 42}
+print("equal" if got == expected else "different: %r" % (got,))
+]], server.port)
+    assert.are.equal("equal\n", out)
+  end)
+
+  it("writes JSON that Python's json reads as an equal dict", function()
+    local cache = manager("json")
+    assert.are.equal(true, cache:put("user", value, 10))
+    local out = python([[
+import sys, json, redis
+r = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]))
+got = json.loads(r.get("interop:user"))
+expected = {"name": "Ada", "langs": ["lua", "c"], "admin": False, "score": 1.5,
+            "nested": {"deep": [1, {"x": "y"}]}, "n": 42}
+print("equal" if got == expected else "different: %r" % (got,))
+]], server.port)
+    assert.are.equal("equal\n", out)
+  end)
+
+  it("reads what Python writes with msgpack", function()
+    local out = python([[
+import sys, msgpack, redis
+r = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]))
+r.set("interop:from-python", msgpack.packb({"a": [1, 2.5, "three"], "b": True}))
+print("ok")
+]], server.port)
+    assert.are.equal("ok\n", out)
+    assert.are.same({ a = { 1, 2.5, "three" }, b = true }, manager("msgpack"):get("from-python"))
+  end)
+end)
