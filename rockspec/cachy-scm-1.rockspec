@@ -30,7 +30,7 @@ build = {
       sources = {
         "csrc/lcachy.c", "csrc/codec.c", "csrc/manager.c", "csrc/drivers.c", "csrc/util.c",
         "csrc/hash.c", "csrc/tags.c", "csrc/store_memory.c", "csrc/store_null.c", "csrc/store_lua.c",
-        "csrc/store_file.c", "csrc/store_redis.c",
+        "csrc/store_file.c", "csrc/store_redis.c", "csrc/store_memcached.c",
       },
       defines = { "_GNU_SOURCE" },
       incdirs = { "$(HIREDIS_INCDIR)", "$(HIREDIS_INCDIR)/hiredis", "$(LIBMEMCACHED_INCDIR)",

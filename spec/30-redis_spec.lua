@@ -465,7 +465,14 @@ describe("redis", function()
         end
       end
       assert.are.equal(0, wrong)
-      assert.are.same({}, errors)
+      if os.getenv("CACHY_SLOW") then
+        -- under valgrind a reconnect may itself outlast 0.05 s: an error, never a wrong value
+        for _, e in ipairs(errors) do
+          assert.is_truthy(e:match("^store 'main' %(redis "), e)
+        end
+      else
+        assert.are.same({}, errors)
+      end
       assert.are.equal(200, timeouts)
     end)
 
