@@ -1,7 +1,7 @@
 /*
  * codec.h: Lua values <-> bytes (MessagePack through msgpack-c, top-level
  * integers as decimal text), and the canonical argument hash that names
- * decorator entries. Binding side: the only other place beside lcachy.c
+ * decorator entries. Binding side: the only other place beside the lcachy*.c binding files
  * and store_lua.c that sees lua.h.
  */
 #ifndef CACHY_CODEC_H
