@@ -1,8 +1,8 @@
 /*
  * codec.h: Lua values <-> bytes (MessagePack through msgpack-c, top-level
  * integers as decimal text), and the canonical argument hash that names
- * decorator entries. Binding side: the only other place beside the lcachy*.c binding files
- * and store_lua.c that sees lua.h.
+ * decorator entries. Binding side: with the lcachy*.c files and
+ * store_lua.c, the only code that sees lua.h.
  */
 #ifndef CACHY_CODEC_H
 #define CACHY_CODEC_H
