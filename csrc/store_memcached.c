@@ -668,29 +668,39 @@ static int copy_value(cachy_store *s, cachy_buf *out, const char *p, size_t n, c
     return 0;
 }
 
+/*
+ * A plain get is one GETK request with its one reply; gets_one's multi-get
+ * (a quiet get, then a NOOP to end it) is for the increments, which need the
+ * CAS unique. memcached_get hands over a copy of the value, NULL with
+ * MEMCACHED_SUCCESS when it is empty.
+ */
 static int mc_get(cachy_store *s, cachy_slice key, cachy_buf *out, cachy_error *err)
 {
     mc_state *st = s->impl;
     cachy_slice wk = wire_key(st, key);
     const memcached_instance_st *owner;
-    memcached_return_t rc = MEMCACHED_SUCCESS;
+    memcached_return_t rc;
+    char *value;
+    size_t vlen;
+    uint32_t flags;
     mc_try t;
     int r;
     try_init(&t, MC_ATTEMPTS);
     for (;;) {
         owner = owner_of(st, wk);
-        r = gets_one(st, wk, &rc);
-        if (r >= 0 || !try_again(st, &t, rc, owner))
+        value = memcached_get(st->mc, wk.ptr, wk.len, &vlen, &flags, &rc);
+        if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTFOUND || !try_again(st, &t, rc, owner))
             break;
     }
-    if (r < 0)
-        return mc_fail(s, st, rc, 0, owner, err);
-    if (r == 0)
+    if (rc == MEMCACHED_NOTFOUND)
         return 0;
-    if (copy_value(s, out, memcached_result_value(&st->result),
-                   memcached_result_length(&st->result), err) != 0)
-        return -1;
-    return 1;
+    if (rc != MEMCACHED_SUCCESS) {
+        free(value);
+        return mc_fail(s, st, rc, 0, owner, err);
+    }
+    r = copy_value(s, out, value != NULL ? value : "", value != NULL ? vlen : 0, err);
+    free(value);
+    return r != 0 ? -1 : 1;
 }
 
 /* A wire key and the caller's position for it; sorted, so that a reply's key
