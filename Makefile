@@ -73,7 +73,7 @@ asan: deps $(MODULE_ASAN)
 	  spec/run
 
 valgrind: deps all
-	CACHY_ONLY_LUA54=1 CACHY_SLOW=1 CACHY_WRAP="valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 --log-file=build/valgrind.%p.log" \
+	CACHY_ONLY_LUA54=1 CACHY_SLOW=1 CACHY_WRAP="valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 --suppressions=spec/helpers/valgrind.supp --log-file=build/valgrind.%p.log" \
 	  spec/run
 
 bench: deps all luajit

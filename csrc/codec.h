@@ -1,8 +1,8 @@
 /*
  * codec.h: Lua values <-> bytes (MessagePack through msgpack-c, top-level
  * integers as decimal text), and the canonical argument hash that names
- * decorator entries. Binding side: the only other place beside lcachy.c
- * and store_lua.c that sees lua.h.
+ * decorator entries. Binding side: with the lcachy*.c files and
+ * store_lua.c, the only code that sees lua.h.
  */
 #ifndef CACHY_CODEC_H
 #define CACHY_CODEC_H
@@ -31,6 +31,9 @@ int cachy_codec_encode(lua_State *L, int idx, const char *root, cachy_buf *out,
  * unsupported type, too deep). Never raises (except on memory errors).
  */
 int cachy_codec_decode(lua_State *L, const char *p, size_t n, char *errmsg, size_t errlen);
+
+/* 1 when the bytes are exactly one MessagePack string, *s its content. */
+int cachy_codec_lone_string(const char *p, size_t n, cachy_slice *s);
 
 /*
  * A tuple of n values starting at idx (nils kept by position), as one

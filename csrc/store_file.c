@@ -64,6 +64,8 @@
 #define PATH_TAIL (7 + HEX_LEN + TMP_SUFFIX_LEN + 1)
 /* Bound on retries when concurrent flushes keep removing a bucket. */
 #define LOCK_ATTEMPTS 100
+/* Bytes read before asking a file's size: most entries fit. */
+#define FIRST_READ 4096
 
 typedef struct file_store {
     char *root;          /* absolute path of the directory */
@@ -329,10 +331,35 @@ static int bucket_lock(cachy_store *s, file_store *f, const char *hex, int creat
 
 /* ---- reading and writing one entry ------------------------------------- */
 
+/* STALE, with e->st filled in for remove_stale, unless fstat fails (-1). */
+static int stale(cachy_store *s, file_store *f, const char *hex, entry *e, int have_st,
+                 cachy_error *err)
+{
+    if (!have_st && fstat(e->fd, &e->st) != 0)
+        return io_error(s, err, "cannot read", key_path(f, hex, PATH_ENTRY), errno);
+    return STALE;
+}
+
+/* Whether the n bytes at h are as long as the header they start with says. */
+static int lengths_add_up(const unsigned char *h, size_t n)
+{
+    uint64_t klen, plen;
+    if (n < HEADER_LEN + TRAILER_LEN)
+        return 0;
+    klen = get32(h + 16);
+    plen = get64(h + 20);
+    return plen <= n && HEADER_LEN + klen + plen + TRAILER_LEN == n;
+}
+
 /*
  * Reads the file at the key's name into buf and classifies it. dfd is the
  * locked bucket, or AT_FDCWD to read by full path without a lock. Returns
- * ABSENT, LIVE, STALE, OTHER or -1; e->fd is to be closed by the caller.
+ * ABSENT, LIVE, STALE (e->st set), OTHER or -1; e->fd is to be closed by the
+ * caller. One read of FIRST_READ bytes comes first: when it returns fewer
+ * and they are as long as their header says, they are the whole entry (the
+ * checksum below vouches for them). Only otherwise is the file's size asked
+ * (fstat, and a read to the end), which would be two more system calls on
+ * every hit.
  */
 static int entry_read(cachy_store *s, file_store *f, int dfd, const char *hex, cachy_slice key,
                       cachy_buf *buf, entry *e, cachy_error *err)
@@ -342,6 +369,7 @@ static int entry_read(cachy_store *s, file_store *f, int dfd, const char *hex, c
     uint64_t klen, plen;
     size_t size;
     ssize_t got;
+    int have_st = 0;
 
     buf->len = 0;
     /* O_NONBLOCK: a FIFO planted at this name must not hang the reader. */
@@ -354,34 +382,57 @@ static int entry_read(cachy_store *s, file_store *f, int dfd, const char *hex, c
             return fstatat(dfd, name, &e->st, AT_SYMLINK_NOFOLLOW) == 0 ? STALE : ABSENT;
         return io_error(s, err, "cannot read", key_path(f, hex, PATH_ENTRY), ie);
     }
-    if (fstat(e->fd, &e->st) != 0)
-        return io_error(s, err, "cannot read", key_path(f, hex, PATH_ENTRY), errno);
-    if (!S_ISREG(e->st.st_mode) || e->st.st_size < HEADER_LEN + TRAILER_LEN ||
-        (uint64_t)e->st.st_size >= SIZE_MAX)
-        return STALE;
-    size = (size_t)e->st.st_size;
-    if (cachy_buf_reserve(buf, size + 1) != 0) {
+    if (cachy_buf_reserve(buf, FIRST_READ + 1) != 0) {
         cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
         return -1;
     }
-    got = read_at(e->fd, buf->data, size, 0);
-    if (got < 0)
-        return io_error(s, err, "cannot read", key_path(f, hex, PATH_ENTRY), errno);
-    if ((size_t)got != size)
-        return STALE;
+    do
+        got = pread(e->fd, buf->data, FIRST_READ, 0);
+    while (got < 0 && errno == EINTR);
+    if (got < 0) {
+        int re = errno;
+        /* A directory or a FIFO at the name: not an entry. */
+        if (fstat(e->fd, &e->st) == 0 && !S_ISREG(e->st.st_mode))
+            return STALE;
+        return io_error(s, err, "cannot read", key_path(f, hex, PATH_ENTRY), re);
+    }
+    size = (size_t)got;
+    if (size == FIRST_READ || !lengths_add_up((const unsigned char *)buf->data, size)) {
+        size_t first = size;
+        if (fstat(e->fd, &e->st) != 0)
+            return io_error(s, err, "cannot read", key_path(f, hex, PATH_ENTRY), errno);
+        have_st = 1;
+        if (!S_ISREG(e->st.st_mode) || e->st.st_size < (off_t)first ||
+            (uint64_t)e->st.st_size >= SIZE_MAX)
+            return STALE;
+        size = (size_t)e->st.st_size;
+        if (size > first) {
+            if (cachy_buf_reserve(buf, size + 1) != 0) {
+                cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+                return -1;
+            }
+            got = read_at(e->fd, buf->data + first, size - first, (off_t)first);
+            if (got < 0)
+                return io_error(s, err, "cannot read", key_path(f, hex, PATH_ENTRY), errno);
+            if ((size_t)got != size - first)
+                return STALE;
+        }
+    }
+    if (size < HEADER_LEN + TRAILER_LEN)
+        return stale(s, f, hex, e, have_st, err);
     h = (const unsigned char *)buf->data;
     if (memcmp(h, MAGIC, MAGIC_LEN) != 0 || h[6] != FORMAT_VERSION || h[7] != 0)
-        return STALE;
+        return stale(s, f, hex, e, have_st, err);
     klen = get32(h + 16);
     plen = get64(h + 20);
     if (plen > size || HEADER_LEN + klen + plen + TRAILER_LEN != size ||
         XXH3_64bits(h, size - TRAILER_LEN) != get64(h + size - TRAILER_LEN))
-        return STALE;
+        return stale(s, f, hex, e, have_st, err);
     if (klen != key.len || memcmp(h + HEADER_LEN, key.ptr, key.len) != 0)
         return OTHER;
     e->expiry = (int64_t)get64(h + 8);
     if (expired(e->expiry))
-        return STALE;
+        return stale(s, f, hex, e, have_st, err);
     e->payload_off = HEADER_LEN + (size_t)klen;
     e->payload_len = (size_t)plen;
     return LIVE;

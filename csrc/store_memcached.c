@@ -30,6 +30,7 @@
 #define MC_RETRY_SECONDS 2          /* a failed server is left out this long */
 #define MC_NO_FAILURE_LIMIT 1000000000   /* libmemcached never ejects on its own (see mc_open) */
 #define MC_DEFAULT_PORT 11211
+#define MC_NO_POS ((size_t)-1)       /* an attempt on several servers at once */
 
 static const cachy_field memcached_fields[] = {
     { "servers", CACHY_OPT_LIST, 0 },
@@ -49,7 +50,10 @@ typedef struct mc_state {
     int item_size_asked;
     int64_t attempt_ms;              /* when the current attempt began */
     uint64_t rand_state;             /* xorshift, for backoff between lost races */
+    size_t attempt_pos;              /* its server's position, or MC_NO_POS */
     int was_connected;               /* its server had an open connection then */
+    int dropped;                     /* connections were closed during it */
+    unsigned char *live;             /* per server position: a connection is open */
     char key[MC_HASHED_MAX + 1];     /* the mapped form of a single key */
 } mc_state;
 
@@ -243,12 +247,6 @@ static void format_seconds(double secs, char *out, size_t outsz)
         snprintf(out, outsz, "%g", secs);
 }
 
-/* Whether inst has an open TCP connection (never known for a Unix socket). */
-static int is_connected(const memcached_instance_st *inst)
-{
-    return memcached_server_srcport(inst) != 0;
-}
-
 /* " (server host:port)" for stores with several servers, else "". */
 static void server_label(const mc_state *st, const memcached_instance_st *inst, char *out,
                          size_t outsz)
@@ -329,33 +327,85 @@ static int mc_fail(cachy_store *s, mc_state *st, memcached_return_t rc, size_t v
  * the late reply still to come: every connection is closed here so that no
  * late reply is ever read as the answer to a later command.
  */
+static void drop_connections(mc_state *st)
+{
+    memcached_quit(st->mc);
+    memset(st->live, 0, st->nservers);
+    st->dropped = 1;
+}
+
 static void eject(mc_state *st, const memcached_instance_st *inst)
 {
     memcached_instance_next_retry(inst, time(NULL) + MC_RETRY_SECONDS);
-    memcached_quit(st->mc);
+    drop_connections(st);
     memcached_behavior_set_distribution(st->mc, MEMCACHED_DISTRIBUTION_CONSISTENT_WEIGHTED);
 }
 
-/* Notes the start of an attempt on inst (NULL: several servers), for mc_fail. */
-static void begin_attempt(mc_state *st, const memcached_instance_st *inst)
+/*
+ * Which connections are open is kept here rather than asked of libmemcached
+ * (memcached_server_srcport is a getsockname call per operation): a server
+ * counts as connected from an answer on it until a failure on it or until
+ * the driver closes connections. libmemcached opens connections only inside
+ * a call and closes them only on a failure, which the call reports, or when
+ * told to; where it says it closed one on an answer, the call marks that.
+ * Any doubt counts as not connected, which costs at most the same-server
+ * rerun of try_again.
+ */
+
+/* Notes the start of an attempt on the server at pos (MC_NO_POS: several). */
+static void begin_attempt(mc_state *st, size_t pos)
 {
     st->attempt_ms = cachy_monotonic_ms();
-    st->was_connected = inst != NULL && is_connected(inst);
+    st->attempt_pos = pos;
+    st->was_connected = pos != MC_NO_POS && st->live[pos];
+    st->dropped = 0;
+}
+
+/* Notes how the current attempt ended: rc is its outcome. */
+static void end_attempt(mc_state *st, memcached_return_t rc)
+{
+    int answered;
+    if (st->attempt_pos == MC_NO_POS)
+        return;
+    switch (rc) {
+    case MEMCACHED_SUCCESS:
+    case MEMCACHED_END:
+    case MEMCACHED_NOTFOUND:
+    case MEMCACHED_NOTSTORED:
+    case MEMCACHED_DATA_EXISTS:
+    case MEMCACHED_STORED:
+    case MEMCACHED_DELETED:
+        answered = !st->dropped;
+        break;
+    default:
+        answered = 0;
+        break;
+    }
+    st->live[st->attempt_pos] = (unsigned char)answered;
+}
+
+/* The server at position pos. */
+static const memcached_instance_st *server_at(mc_state *st, size_t pos)
+{
+    return memcached_server_instance_by_position(st->mc, (uint32_t)pos);
 }
 
 /* The server that owns wk now; notes the start of an attempt on it. */
 static const memcached_instance_st *owner_of(mc_state *st, cachy_slice wk)
 {
-    const memcached_instance_st *inst;
-    memcached_return_t rc;
-    if (st->nservers < 2) {
-        inst = memcached_server_instance_by_position(st->mc, 0);
-    } else {
+    size_t pos = 0;
+    if (st->nservers > 1) {
         memcached_autoeject(st->mc);     /* rejoin servers whose retry time has come */
-        inst = memcached_server_by_key(st->mc, wk.ptr, wk.len, &rc);
+        pos = memcached_generate_hash(st->mc, wk.ptr, wk.len);
     }
-    begin_attempt(st, inst);
-    return inst;
+    begin_attempt(st, pos);
+    return server_at(st, pos);
+}
+
+/* Notes the start of a call that goes to every server. */
+static void begin_all(mc_state *st)
+{
+    begin_attempt(st, st->nservers < 2 ? 0 : MC_NO_POS);
 }
 
 /* The tries of one call. */
@@ -378,7 +428,6 @@ static void try_init(mc_try *t, int limit)
  * the same server. Then, with several servers, the server is ejected and
  * the call runs on the key's new owner. A timeout is never tried again on
  * the same server, so a call waits out one timeout per failed server.
- * (Whether a Unix socket was open is not known: no same-server rerun there.)
  */
 static int try_again(mc_state *st, mc_try *t, memcached_return_t rc,
                      const memcached_instance_st *owner)
@@ -387,7 +436,7 @@ static int try_again(mc_state *st, mc_try *t, memcached_return_t rc,
         return 0;
     if (st->was_connected && rc != MEMCACHED_TIMEOUT && !t->reconnected) {
         t->reconnected = 1;
-        memcached_quit(st->mc);
+        drop_connections(st);
         return 1;
     }
     if (st->nservers < 2 || owner == NULL)
@@ -523,6 +572,7 @@ static void mc_close(cachy_store *s)
     }
     if (st->mc)
         memcached_free(st->mc);
+    free(st->live);
     free(st);
     s->impl = NULL;
 }
@@ -614,6 +664,11 @@ static int mc_open(cachy_store *s, cachy_error *err)
     for (i = 0; i < n; i++)
         if (add_server(s, st, list[i], &addr, err) != 0)
             goto fail;
+    st->live = calloc(st->nservers, 1);
+    if (st->live == NULL) {
+        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        goto fail;
+    }
     set_address(s, &addr);
     cachy_buf_free(&addr);
     return 0;
@@ -633,7 +688,7 @@ static void drain(mc_state *st)
     while (memcached_fetch_result(st->mc, &st->spare, &rc) != NULL)
         ;
     if (rc != MEMCACHED_END && rc != MEMCACHED_NOTFOUND && rc != MEMCACHED_SUCCESS)
-        memcached_quit(st->mc);
+        drop_connections(st);
 }
 
 /* One key with its CAS unique: 1 hit (st->result holds it), 0 miss, -1 rc set. */
@@ -668,29 +723,40 @@ static int copy_value(cachy_store *s, cachy_buf *out, const char *p, size_t n, c
     return 0;
 }
 
+/*
+ * A plain get is one GETK request with its one reply; gets_one's multi-get
+ * (a quiet get, then a NOOP to end it) is for the increments, which need the
+ * CAS unique. memcached_get hands over a copy of the value, NULL with
+ * MEMCACHED_SUCCESS when it is empty.
+ */
 static int mc_get(cachy_store *s, cachy_slice key, cachy_buf *out, cachy_error *err)
 {
     mc_state *st = s->impl;
     cachy_slice wk = wire_key(st, key);
     const memcached_instance_st *owner;
-    memcached_return_t rc = MEMCACHED_SUCCESS;
+    memcached_return_t rc;
+    char *value;
+    size_t vlen;
+    uint32_t flags;
     mc_try t;
     int r;
     try_init(&t, MC_ATTEMPTS);
     for (;;) {
         owner = owner_of(st, wk);
-        r = gets_one(st, wk, &rc);
-        if (r >= 0 || !try_again(st, &t, rc, owner))
+        value = memcached_get(st->mc, wk.ptr, wk.len, &vlen, &flags, &rc);
+        end_attempt(st, rc);
+        if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTFOUND || !try_again(st, &t, rc, owner))
             break;
     }
-    if (r < 0)
-        return mc_fail(s, st, rc, 0, owner, err);
-    if (r == 0)
+    if (rc == MEMCACHED_NOTFOUND)
         return 0;
-    if (copy_value(s, out, memcached_result_value(&st->result),
-                   memcached_result_length(&st->result), err) != 0)
-        return -1;
-    return 1;
+    if (rc != MEMCACHED_SUCCESS) {
+        free(value);
+        return mc_fail(s, st, rc, 0, owner, err);
+    }
+    r = copy_value(s, out, value != NULL ? value : "", value != NULL ? vlen : 0, err);
+    free(value);
+    return r != 0 ? -1 : 1;
 }
 
 /* A wire key and the caller's position for it; sorted, so that a reply's key
@@ -864,11 +930,11 @@ static int mc_many(cachy_store *s, const cachy_slice *keys, size_t n, cachy_buf 
                     sel[m++] = i;
             if (m == 0)
                 continue;
-            inst = memcached_server_instance_by_position(st->mc, (uint32_t)srv_i);
-            begin_attempt(st, inst);
+            inst = server_at(st, srv_i);
+            begin_attempt(st, srv_i);
             /* On a new connection the first key goes alone: libmemcached
              * reports a failure to connect as such only for the first key. */
-            if (m > 1 && !is_connected(inst)) {
+            if (m > 1 && !st->was_connected) {
                 rc = group_get(s, st, wk, sel, 1, slots, n, kp, kl, outs, found, &copy_failed, err);
                 if (rc == MEMCACHED_SUCCESS)
                     rc = group_get(s, st, wk, sel + 1, m - 1, slots, n, kp, kl, outs, found,
@@ -876,6 +942,7 @@ static int mc_many(cachy_store *s, const cachy_slice *keys, size_t n, cachy_buf 
             } else {
                 rc = group_get(s, st, wk, sel, m, slots, n, kp, kl, outs, found, &copy_failed, err);
             }
+            end_attempt(st, rc);
             if (copy_failed)
                 goto done;
             if (rc == MEMCACHED_SUCCESS) {
@@ -922,6 +989,7 @@ static int mc_put(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_
     for (;;) {
         owner = owner_of(st, wk);
         rc = memcached_set(st->mc, wk.ptr, wk.len, val.ptr, val.len, exp, 0);
+        end_attempt(st, rc);
         if (rc == MEMCACHED_SUCCESS || !try_again(st, &t, rc, owner))
             break;
     }
@@ -941,6 +1009,7 @@ static int mc_add(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_
     for (;;) {
         owner = owner_of(st, wk);
         rc = memcached_add(st->mc, wk.ptr, wk.len, val.ptr, val.len, exp, 0);
+        end_attempt(st, rc);
         if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS ||
             !try_again(st, &t, rc, owner))
             break;
@@ -963,6 +1032,7 @@ static int mc_forget(cachy_store *s, cachy_slice key, cachy_error *err)
     for (;;) {
         owner = owner_of(st, wk);
         rc = memcached_delete(st->mc, wk.ptr, wk.len, 0);
+        end_attempt(st, rc);
         if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTFOUND || !try_again(st, &t, rc, owner))
             break;
     }
@@ -1054,15 +1124,16 @@ static int mc_put_many(cachy_store *s, const cachy_slice *keys, const cachy_slic
         /* Asked once per connection; without every server's answer, every
          * set waits for its reply. */
         st->item_size_asked = 1;
-        begin_attempt(st, st->nservers < 2 ? memcached_server_instance_by_position(st->mc, 0) : NULL);
+        begin_all(st);
         rc = memcached_stat_execute(st->mc, "settings", stat_min_item_size, &min);
+        end_attempt(st, rc);
         if (rc == MEMCACHED_SUCCESS) {
             st->item_size_max = min;
         } else if (st->nservers < 2) {
             mc_fail(s, st, rc, 0, memcached_server_instance_by_position(st->mc, 0), err);
             goto done;
         } else {
-            memcached_quit(st->mc);     /* a late reply must not answer a set */
+            drop_connections(st);       /* a late reply must not answer a set */
         }
     }
     try_init(&t, MC_ATTEMPTS + (int)nsrv);
@@ -1076,9 +1147,10 @@ static int mc_put_many(cachy_store *s, const cachy_slice *keys, const cachy_slic
                     sel[m++] = i;
             if (m == 0)
                 continue;
-            inst = memcached_server_instance_by_position(st->mc, (uint32_t)srv_i);
-            begin_attempt(st, inst);
+            inst = server_at(st, srv_i);
+            begin_attempt(st, srv_i);
             rc = group_put(st, wk, vals, sel, m, exp, &failed_at);
+            end_attempt(st, rc);
             if (rc == MEMCACHED_SUCCESS) {
                 for (i = 0; i < m; i++)
                     pending[sel[i]] = 0;
@@ -1250,6 +1322,7 @@ static int mc_incr_once(cachy_store *s, mc_state *st, cachy_slice key, cachy_sli
             if (rc == MEMCACHED_UNKNOWN_READ_FAILURE || rc == MEMCACHED_INVALID_ARGUMENTS) {
                 /* Not numeric to memcached any more: another client wrote
                  * in between. (libmemcached also dropped the connection.) */
+                st->dropped = 1;
                 continue;
             }
             if (rc != MEMCACHED_SUCCESS) {
@@ -1265,7 +1338,7 @@ static int mc_incr_once(cachy_store *s, mc_state *st, cachy_slice key, cachy_sli
                     uint64_t undone;
                     if (memcached_increment_by_key(st->mc, wk.ptr, wk.len, wk.ptr, wk.len,
                                                    (uint64_t)0 - (uint64_t)by, &undone) != MEMCACHED_SUCCESS)
-                        memcached_quit(st->mc);
+                        drop_connections(st);
                     fail_range(s, key, err);
                     return -2;
                 }
@@ -1306,6 +1379,7 @@ static int mc_incr(cachy_store *s, cachy_slice key, int64_t by, int64_t *result,
     for (;;) {
         owner = owner_of(st, wk);
         r = mc_incr_once(s, st, key, wk, by, result, &rc, err);
+        end_attempt(st, r == -1 ? rc : MEMCACHED_SUCCESS);
         if (r != -1 || !try_again(st, &t, rc, owner))
             break;
     }
@@ -1326,13 +1400,14 @@ static int mc_flush(cachy_store *s, cachy_slice prefix, cachy_error *err)
     mc_state *st = s->impl;
     memcached_return_t rc;
     (void)prefix;
-    begin_attempt(st, st->nservers < 2 ? memcached_server_instance_by_position(st->mc, 0) : NULL);
+    begin_all(st);
     rc = memcached_flush(st->mc, 0);
     if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_SOME_ERRORS) {
         memcached_return_t last = memcached_last_error(st->mc);
         if (last != MEMCACHED_SUCCESS)
             rc = last;
     }
+    end_attempt(st, rc);
     return rc == MEMCACHED_SUCCESS ? 0 : mc_fail(s, st, rc, 0, NULL, err);
 }
 
@@ -1371,8 +1446,9 @@ static int mc_stats(cachy_store *s, cachy_stats *out, cachy_error *err)
     mc_state *st = s->impl;
     mc_totals t = { 0, 0, 0, 0, 0 };
     memcached_return_t rc;
-    begin_attempt(st, st->nservers < 2 ? memcached_server_instance_by_position(st->mc, 0) : NULL);
+    begin_all(st);
     rc = memcached_stat_execute(st->mc, NULL, stat_sum, &t);
+    end_attempt(st, rc);
     if (rc != MEMCACHED_SUCCESS)
         return mc_fail(s, st, rc, 0, NULL, err);
     out->items = t.items;

@@ -28,9 +28,10 @@ build = {
     cachy = "lua/cachy/init.lua",
     ["cachy.core"] = {
       sources = {
-        "csrc/lcachy.c", "csrc/codec.c", "csrc/manager.c", "csrc/drivers.c", "csrc/util.c",
+        "csrc/lcachy.c", "csrc/lcachy_repo.c", "csrc/lcachy_decorate.c", "csrc/lcachy_value.c",
+        "csrc/lcachy_scope.c", "csrc/codec.c", "csrc/manager.c", "csrc/drivers.c", "csrc/util.c",
         "csrc/hash.c", "csrc/tags.c", "csrc/store_memory.c", "csrc/store_null.c", "csrc/store_lua.c",
-        "csrc/store_file.c", "csrc/store_redis.c",
+        "csrc/store_file.c", "csrc/store_redis.c", "csrc/store_memcached.c",
       },
       defines = { "_GNU_SOURCE" },
       incdirs = { "$(HIREDIS_INCDIR)", "$(HIREDIS_INCDIR)/hiredis", "$(LIBMEMCACHED_INCDIR)",
