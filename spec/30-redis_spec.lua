@@ -8,20 +8,12 @@ local behaviour = require("behaviour")
 local servers = require("helpers.servers")
 local fake = require("helpers.fake_server")
 local system = require("system")
+local util = require("helpers.util")
 
 local math_type = math.type          -- nil on LuaJIT
 local tmp = os.getenv("CACHY_TMP") or "/tmp"
 
-local function sh(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("*a")
-  p:close()
-  return out
-end
-
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local sh, quote, pack = util.sh, util.q, util.pack
 
 -- /proc/PID/stat's state letter ("T" while stopped by SIGSTOP).
 local function proc_state(pid)
@@ -63,10 +55,6 @@ local function kill(server)
     system.sleep(0.001)
   end
   error("redis-server " .. server.pid .. " did not die")
-end
-
-local function pack(...)
-  return { n = select("#", ...), ... }
 end
 
 -- Seconds fn() takes, then its results.

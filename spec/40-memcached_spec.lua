@@ -8,31 +8,12 @@ local cachy = require("cachy")
 local system = require("system")
 local behaviour = require("behaviour")
 local servers = require("helpers.servers")
+local util = require("helpers.util")
 
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec"
 local tmp = os.getenv("CACHY_TMP") or "/tmp"
 
-local function q(s)
-  return "'" .. (tostring(s):gsub("'", "'\\''")) .. "'"
-end
-
-local function sh(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("*a")
-  p:close()
-  return out
-end
-
-local function succeeds(cmd)
-  local r = os.execute(cmd)
-  return r == true or r == 0
-end
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
+local q, sh, succeeds, exists = util.q, util.sh, util.succeeds, util.exists
 
 -- memcached_tool.py: memcached's text protocol, as another client speaks it.
 local function tool(...)
@@ -116,20 +97,12 @@ local function timed(fn, ...)
   return system.monotime() - t0, table.unpack(r, 1, r.n)
 end
 
--- Workers run under the interpreter that runs busted, with its module paths.
-local interp = (function()
-  local i = -1
-  while arg and arg[i - 1] do i = i - 1 end
-  return arg and arg[i] or (jit and "luajit" or "lua5.4")
-end)()
-
 -- `procs` processes each making n increments of key by `by` (a number, or
 -- one per process), all started at once.
 local function run_workers(port, key, procs, n, by)
   local sync = fresh_path("sync")
   assert(os.execute("mkdir -p " .. q(sync)))
-  local launch = string.format("CACHY_WORKER_PATH=%s CACHY_WORKER_CPATH=%s %s %s",
-    q(package.path), q(package.cpath), q(interp), q(here .. "/helpers/memcached_worker.lua"))
+  local launch = util.worker_command(here .. "/helpers/memcached_worker.lua")
   local pipes = {}
   for id = 1, procs do
     pipes[id] = assert(io.popen(string.format("%s %d %s %d %d %s %d 2>&1", launch, port, q(key), n,

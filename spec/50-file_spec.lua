@@ -6,52 +6,15 @@ local cachy = require("cachy")
 local system = require("system")
 local behaviour = require("behaviour")
 local values = require("helpers.file_values")
+local util = require("helpers.util")
 
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec"
 
-local function q(s)
-  return "'" .. (tostring(s):gsub("'", "'\\''")) .. "'"
-end
-
-local function sh(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("*a")
-  p:close()
-  return out
-end
-
-local function succeeds(cmd)
-  local r = os.execute(cmd)
-  return r == true or r == 0
-end
-
-local function readfile(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function writefile(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
+local q, sh, succeeds, exists = util.q, util.sh, util.succeeds, util.exists
+local readfile, writefile = util.readfile, util.writefile
 
 -- Workers run under the interpreter that runs busted, with its module paths.
-local interp = (function()
-  local i = -1
-  while arg and arg[i - 1] do i = i - 1 end
-  return arg and arg[i] or (jit and "luajit" or "lua5.4")
-end)()
-local launch = string.format("CACHY_WORKER_PATH=%s CACHY_WORKER_CPATH=%s %s %s",
-  q(package.path), q(package.cpath), q(interp), q(here .. "/helpers/file_worker.lua"))
+local launch = util.worker_command(here .. "/helpers/file_worker.lua")
 
 local base = sh("mktemp -d " .. q((os.getenv("CACHY_TMP") or "/tmp") .. "/cachy-file.XXXXXX"))
 base = (sh("realpath " .. q((base:gsub("%s+$", ""))))):gsub("%s+$", "")

@@ -2,6 +2,7 @@
 -- `forever` writes and a flush of their tag, a store holds no more than the
 -- tag bookkeeping (a version per tag), measured on each store's own terms.
 local cachy = require("cachy")
+local util = require("helpers.util")
 
 local N = 10000
 
@@ -24,9 +25,7 @@ describe("tag flush on stores without eviction", function()
     local dir = (os.getenv("CACHY_TMP") or "/tmp") .. "/tags-file-" .. os.time() .. "-" .. math.random(1e6)
     local cache = cachy.new({ stores = { file = { driver = "file", path = dir } } })
     write_and_flush(cache)
-    local p = assert(io.popen("find '" .. dir .. "' -type f | wc -l"))
-    local files = tonumber(p:read("*a"))
-    p:close()
+    local files = tonumber(util.sh("find '" .. dir .. "' -type f | wc -l"))
     assert.are.equal(1, files)
     os.execute("rm -rf '" .. dir .. "'")
   end)
@@ -41,9 +40,7 @@ describe("tag flush on redis", function()
   it("leaves only the tag version", function()
     local cache = cachy.new({ stores = { redis = { driver = "redis", port = server.port } } })
     write_and_flush(cache)
-    local p = assert(io.popen("redis-cli -p " .. server.port .. " DBSIZE"))
-    local keys = tonumber(p:read("*a"))
-    p:close()
+    local keys = tonumber(util.sh("redis-cli -p " .. server.port .. " DBSIZE"))
     assert.are.equal(1, keys)
   end)
 end)

@@ -3,18 +3,15 @@
 -- python3-redis): MessagePack is standard, JSON is plain JSON text.
 local cachy = require("cachy")
 local servers = require("helpers.servers")
+local util = require("helpers.util")
 
 local PYTHON = "/usr/bin/python3"   -- Debian's, which has python3-msgpack and python3-redis
 
 -- Runs a Python program with the port as its argument; returns its stdout.
 local function python(program, port)
   local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(program)
-  f:close()
-  local p = assert(io.popen(string.format("%s %s %d 2>&1", PYTHON, path, port)))
-  local out = p:read("*a")
-  p:close()
+  util.writefile(path, program)
+  local out = util.sh(string.format("%s %s %d 2>&1", PYTHON, path, port))
   os.remove(path)
   return out
 end

@@ -2,20 +2,13 @@
 -- that never answers, answers every request with fixed bytes, or resets the
 -- connection mid-request) on a free 127.0.0.1 port, and stops it by PID.
 -- Also gives a port nothing listens on.
+local util = require("helpers.util")
+
 local M = {}
 
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec/helpers"
 
-local function sh(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("*a")
-  p:close()
-  return out
-end
-
-local function quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
+local sh, quote = util.sh, util.q
 
 local Fake = {}
 Fake.__index = Fake

@@ -19,20 +19,12 @@ package.cpath = os.getenv("CACHY_WORKER_CPATH") or package.cpath
 local cachy = require("cachy")
 local system = require("system")
 local values = require("helpers.file_values")
+local util = require("helpers.util")
 
 local mode, dir, key = arg[1], arg[2], arg[3]
 local cache = cachy.new({ stores = { main = { driver = "file", path = dir } } })
 
-local function fail(err)
-  io.write("error: ", tostring(err), "\n")
-  os.exit(1)
-end
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
+local fail, exists = util.fail, util.exists
 
 local function touch(path)
   local f = assert(io.open(path, "wb"))

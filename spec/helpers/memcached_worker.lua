@@ -12,19 +12,11 @@ package.cpath = os.getenv("CACHY_WORKER_CPATH") or package.cpath
 
 local cachy = require("cachy")
 local system = require("system")
+local util = require("helpers.util")
 
 local port, key, n, by, sync, id = arg[1], arg[2], tonumber(arg[3]), tonumber(arg[4]), arg[5], arg[6]
 
-local function fail(err)
-  io.write("error: ", tostring(err), "\n")
-  os.exit(1)
-end
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
+local fail, exists = util.fail, util.exists
 
 local cache = cachy.new({
   stores = { main = { driver = "memcached", servers = { "127.0.0.1:" .. port }, timeout = 2 } },

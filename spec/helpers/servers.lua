@@ -1,6 +1,8 @@
 -- spec/helpers/servers.lua: real redis-server and memcached processes for the
 -- specs, on free 127.0.0.1 ports, stopped by PID. A missing server is an
 -- error, never a skip: these specs must run wherever the suite runs.
+local util = require("helpers.util")
+
 local M = {}
 
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec/helpers"
@@ -9,24 +11,13 @@ local tmp = os.getenv("CACHY_TMP") or "/tmp"
 local Server = {}
 Server.__index = Server
 
--- os.execute's result differs between Lua 5.1/LuaJIT (a status number) and 5.2+.
-local function succeeds(cmd)
-  local r = os.execute(cmd)
-  return r == true or r == 0
-end
+local succeeds, sh = util.succeeds, util.sh
 M.succeeds = succeeds
-
-local function sh(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("*a")
-  p:close()
-  return out
-end
 
 -- kind: "redis" | "memcached"; args: extra command-line arguments (strings)
 function M.start(kind, args, port)
   local quoted = {}
-  for i, a in ipairs(args or {}) do quoted[i] = "'" .. a:gsub("'", "'\\''") .. "'" end
+  for i, a in ipairs(args or {}) do quoted[i] = util.q(a) end
   local out = sh(string.format("%s/start_server.sh %s %s/%s %s", here, kind, tmp, kind,
     table.concat(quoted, " ")))
   local pid, p = out:match("^(%d+) (%d+)")
@@ -79,7 +70,7 @@ function M.start_on(kind, args, port)
   local dir = tmp .. "/" .. kind
   os.execute("mkdir -p " .. dir)
   local q = {}
-  for i, a in ipairs(extra) do q[i] = "'" .. a:gsub("'", "'\\''") .. "'" end
+  for i, a in ipairs(extra) do q[i] = util.q(a) end
   if kind == "redis" then
     cmd = string.format("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s --daemonize no %s >>%s/redis-%d.log 2>&1 & echo $!",
       port, dir, table.concat(q, " "), dir, port)

@@ -1,9 +1,64 @@
--- spec/helpers/util.lua: small helpers the spec files share.
-local assert = require("luassert")
-
+-- spec/helpers/util.lua: small helpers the spec files and their worker
+-- processes share. Workers run outside busted, so luassert is loaded only
+-- by the functions that assert.
 local M = {}
 
 local math_type = math.type          -- nil on LuaJIT: no integer subtype there
+
+-- s as one single-quoted shell word.
+function M.q(s)
+  return "'" .. (tostring(s):gsub("'", "'\\''")) .. "'"
+end
+
+-- A shell command's standard output.
+function M.sh(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
+-- os.execute's result differs between Lua 5.1/LuaJIT (a status number) and 5.2+.
+function M.succeeds(cmd)
+  local r = os.execute(cmd)
+  return r == true or r == 0
+end
+
+function M.readfile(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+function M.writefile(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+function M.exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+-- The start of a shell command that runs the Lua script at path under the
+-- interpreter that runs busted, with its module paths (the worker scripts
+-- set them from CACHY_WORKER_PATH and CACHY_WORKER_CPATH).
+function M.worker_command(path)
+  local i = -1
+  while arg and arg[i - 1] do i = i - 1 end
+  local interp = arg and arg[i] or (jit and "luajit" or "lua5.4")
+  return string.format("CACHY_WORKER_PATH=%s CACHY_WORKER_CPATH=%s %s %s",
+    M.q(package.path), M.q(package.cpath), M.q(interp), M.q(path))
+end
+
+-- In a worker process: reports err on standard output and exits with status 1.
+function M.fail(err)
+  io.write("error: ", tostring(err), "\n")
+  os.exit(1)
+end
 
 -- Every argument, nils included, with the count in n.
 function M.pack(...)
@@ -61,6 +116,7 @@ M.strict_diff = strict_diff
 
 -- expected and actual are the same value, strictly (see strict_diff).
 function M.assert_strict(expected, actual)
+  local assert = require("luassert")
   assert.are.same(expected, actual)
   local d = strict_diff(expected, actual, "value")
   assert.is_nil(d, d)
