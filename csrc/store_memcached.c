@@ -976,23 +976,63 @@ done:
 
 /* ---- writing ------------------------------------------------------------ */
 
-static int mc_put(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_ms,
-                  cachy_error *err)
+/* libmemcached's set and add (memcached_delete is adapted to the same shape). */
+typedef memcached_return_t (*mc_write_fn)(memcached_st *mc, const char *key, size_t key_len,
+                                          const char *val, size_t val_len, time_t exp,
+                                          uint32_t flags);
+
+static memcached_return_t delete_key(memcached_st *mc, const char *key, size_t key_len,
+                                     const char *val, size_t val_len, time_t exp, uint32_t flags)
 {
-    mc_state *st = s->impl;
-    cachy_slice wk = wire_key(st, key);
-    const memcached_instance_st *owner;
-    time_t exp = expiry_of(ttl_ms);
+    (void)val;
+    (void)val_len;
+    (void)exp;
+    (void)flags;
+    return memcached_delete(mc, key, key_len, 0);
+}
+
+/* The codes that answer each write: any other one is a failure, retried
+ * while try_again allows. */
+static int set_answered(memcached_return_t rc)
+{
+    return rc == MEMCACHED_SUCCESS;
+}
+
+static int add_answered(memcached_return_t rc)
+{
+    return rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS;
+}
+
+static int delete_answered(memcached_return_t rc)
+{
+    return rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTFOUND;
+}
+
+/* Sends one write of the wire key wk until it is answered or try_again gives
+ * up; returns the last code and sets *owner to the server it went to. */
+static memcached_return_t write_one(mc_state *st, mc_write_fn write, int (*answered)(memcached_return_t),
+                                    cachy_slice wk, cachy_slice val, time_t exp,
+                                    const memcached_instance_st **owner)
+{
     memcached_return_t rc;
     mc_try t;
     try_init(&t, MC_ATTEMPTS);
     for (;;) {
-        owner = owner_of(st, wk);
-        rc = memcached_set(st->mc, wk.ptr, wk.len, val.ptr, val.len, exp, 0);
+        *owner = owner_of(st, wk);
+        rc = write(st->mc, wk.ptr, wk.len, val.ptr, val.len, exp, 0);
         end_attempt(st, rc);
-        if (rc == MEMCACHED_SUCCESS || !try_again(st, &t, rc, owner))
-            break;
+        if (answered(rc) || !try_again(st, &t, rc, *owner))
+            return rc;
     }
+}
+
+static int mc_put(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_ms,
+                  cachy_error *err)
+{
+    mc_state *st = s->impl;
+    const memcached_instance_st *owner;
+    memcached_return_t rc = write_one(st, memcached_set, set_answered, wire_key(st, key), val,
+                                      expiry_of(ttl_ms), &owner);
     return rc == MEMCACHED_SUCCESS ? 0 : mc_fail(s, st, rc, val.len, owner, err);
 }
 
@@ -1000,20 +1040,9 @@ static int mc_add(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_
                   cachy_error *err)
 {
     mc_state *st = s->impl;
-    cachy_slice wk = wire_key(st, key);
     const memcached_instance_st *owner;
-    time_t exp = expiry_of(ttl_ms);
-    memcached_return_t rc;
-    mc_try t;
-    try_init(&t, MC_ATTEMPTS);
-    for (;;) {
-        owner = owner_of(st, wk);
-        rc = memcached_add(st->mc, wk.ptr, wk.len, val.ptr, val.len, exp, 0);
-        end_attempt(st, rc);
-        if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS ||
-            !try_again(st, &t, rc, owner))
-            break;
-    }
+    memcached_return_t rc = write_one(st, memcached_add, add_answered, wire_key(st, key), val,
+                                      expiry_of(ttl_ms), &owner);
     if (rc == MEMCACHED_SUCCESS)
         return 1;
     if (rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS)
@@ -1024,18 +1053,9 @@ static int mc_add(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_
 static int mc_forget(cachy_store *s, cachy_slice key, cachy_error *err)
 {
     mc_state *st = s->impl;
-    cachy_slice wk = wire_key(st, key);
     const memcached_instance_st *owner;
-    memcached_return_t rc;
-    mc_try t;
-    try_init(&t, MC_ATTEMPTS);
-    for (;;) {
-        owner = owner_of(st, wk);
-        rc = memcached_delete(st->mc, wk.ptr, wk.len, 0);
-        end_attempt(st, rc);
-        if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTFOUND || !try_again(st, &t, rc, owner))
-            break;
-    }
+    memcached_return_t rc = write_one(st, delete_key, delete_answered, wire_key(st, key),
+                                      (cachy_slice){ NULL, 0 }, 0, &owner);
     if (rc == MEMCACHED_SUCCESS)
         return 1;
     if (rc == MEMCACHED_NOTFOUND)
