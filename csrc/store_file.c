@@ -511,6 +511,26 @@ static void remove_stale(cachy_store *s, file_store *f, const char *hex, const e
 
 /* ---- the operations ---------------------------------------------------- */
 
+/*
+ * Locks the key's bucket (see bucket_lock; *dfd is its result) and reads the
+ * key's entry into f->io (see entry_read), closing the entry's file: the
+ * callers want only its state and bytes. Returns the state, or -1 when the
+ * bucket could not be locked (*dfd < 0) or the entry not read.
+ */
+static int locked_entry(cachy_store *s, file_store *f, cachy_slice key, int create,
+                        char hex[HEX_LEN + 1], int *dfd, entry *e, cachy_error *err)
+{
+    int st;
+    cachy_hash128_hex(key.ptr, key.len, hex);
+    *dfd = bucket_lock(s, f, hex, create, err);
+    if (*dfd < 0)
+        return -1;
+    st = entry_read(s, f, *dfd, hex, key, &f->io, e, err);
+    if (e->fd >= 0)
+        close(e->fd);
+    return st;
+}
+
 static int file_open(cachy_store *s, cachy_error *err)
 {
     const cachy_option *path = cachy_opt_find(&s->opts, "path");
@@ -635,13 +655,9 @@ static int file_add(cachy_store *s, cachy_slice key, cachy_slice val, int64_t tt
     entry e;
     int dfd, st, rc;
 
-    cachy_hash128_hex(key.ptr, key.len, hex);
-    dfd = bucket_lock(s, f, hex, 1, err);
+    st = locked_entry(s, f, key, 1, hex, &dfd, &e, err);
     if (dfd < 0)
         return -1;
-    st = entry_read(s, f, dfd, hex, key, &f->io, &e, err);
-    if (e.fd >= 0)
-        close(e.fd);
     if (st < 0)
         rc = -1;
     else if (st == LIVE)
@@ -659,15 +675,11 @@ static int file_forget(cachy_store *s, cachy_slice key, cachy_error *err)
     entry e;
     int dfd, st, rc = 0;
 
-    cachy_hash128_hex(key.ptr, key.len, hex);
-    dfd = bucket_lock(s, f, hex, 0, err);
+    st = locked_entry(s, f, key, 0, hex, &dfd, &e, err);
     if (dfd == -2)
         return 0;
     if (dfd < 0)
         return -1;
-    st = entry_read(s, f, dfd, hex, key, &f->io, &e, err);
-    if (e.fd >= 0)
-        close(e.fd);
     if (st < 0) {
         rc = -1;
     } else if (st == LIVE) {
@@ -692,13 +704,9 @@ static int file_incr(cachy_store *s, cachy_slice key, int64_t by, int64_t *resul
     entry e;
     int dfd, st, rc = -1;
 
-    cachy_hash128_hex(key.ptr, key.len, hex);
-    dfd = bucket_lock(s, f, hex, 1, err);
+    st = locked_entry(s, f, key, 1, hex, &dfd, &e, err);
     if (dfd < 0)
         return -1;
-    st = entry_read(s, f, dfd, hex, key, &f->io, &e, err);
-    if (e.fd >= 0)
-        close(e.fd);
     if (st < 0)
         goto done;
     if (st == LIVE) {
