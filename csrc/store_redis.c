@@ -672,15 +672,25 @@ static int set_args(cachy_slice key, cachy_slice val, int64_t ttl_ms, int nx, ch
     return n;
 }
 
-static int redis_put(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_ms,
-                     cachy_error *err)
+/* Sends SET (with NX when nx); *r is the reply, to be freed, when it returns 0. */
+static int send_set(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_ms, int nx,
+                    reply **r, cachy_error *err)
 {
     const char *argv[6];
     size_t lens[6];
     char ms[24];
+    int argc = set_args(key, val, ttl_ms, nx, ms, argv, lens);
+    if (too_big(s, val, err) != 0 || call(s, argc, argv, lens, 0, 0, r, err) != 0)
+        return -1;
+    return 0;
+}
+
+static int redis_put(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_ms,
+                     cachy_error *err)
+{
     reply *r;
-    int rc, argc = set_args(key, val, ttl_ms, 0, ms, argv, lens);
-    if (too_big(s, val, err) != 0 || call(s, argc, argv, lens, 0, 0, &r, err) != 0)
+    int rc;
+    if (send_set(s, key, val, ttl_ms, 0, &r, err) != 0)
         return -1;
     rc = is_ok(r) ? 0 : bad_reply(s, "SET", r, err);
     free_reply(r);
@@ -690,12 +700,9 @@ static int redis_put(cachy_store *s, cachy_slice key, cachy_slice val, int64_t t
 static int redis_add(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_ms,
                      cachy_error *err)
 {
-    const char *argv[6];
-    size_t lens[6];
-    char ms[24];
     reply *r;
-    int rc, argc = set_args(key, val, ttl_ms, 1, ms, argv, lens);
-    if (too_big(s, val, err) != 0 || call(s, argc, argv, lens, 0, 0, &r, err) != 0)
+    int rc;
+    if (send_set(s, key, val, ttl_ms, 1, &r, err) != 0)
         return -1;
     if (is_ok(r))
         rc = 1;
