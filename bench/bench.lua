@@ -257,6 +257,52 @@ row("decorator hit, 1 table arg", "memoize (tostring keys)", nil, function()
   end
 end)
 
+-- ---- stores behind a server or on disk ---------------------------------------
+
+-- setup() returns a cache holding VALUE under every key of ks, the C
+-- baseline and ks (or nil and why not).
+
+-- cache:get over the keys, against base:get.
+local function get_row(op, base_name, limit, setup)
+  row(op, base_name, limit, function()
+    local cache, base, ks = setup()
+    if not cache then return nil, base end
+    return function(n)
+      local t0 = now()
+      for i = 1, n do cache:get(ks[i % NKEYS + 1]) end
+      return now() - t0
+    end, function(n) return base:get(n) end
+  end)
+end
+
+-- cache:put over the keys with a 10 s lifetime, against base_put(base, n).
+local function put_row(op, base_name, limit, setup, base_put)
+  row(op, base_name, limit, function()
+    local cache, base, ks = setup()
+    if not cache then return nil, base end
+    return function(n)
+      local t0 = now()
+      for i = 1, n do cache:put(ks[i % NKEYS + 1], VALUE, 10) end
+      return now() - t0
+    end, function(n) return base_put(base, n) end
+  end)
+end
+
+-- cache:many of all the keys, per key, against base_many(base, n).
+local function many_row(op, base_name, limit, setup, what, base_many)
+  row(op, base_name, limit, function()
+    local cache, base, ks = setup()
+    if not cache then return nil, base end
+    local got = cache:many(ks)
+    check(got[ks[100]] == VALUE, what .. " many misses")
+    return function(n)
+      local t0 = now()
+      for _ = 1, n do cache:many(ks) end
+      return now() - t0
+    end, function(n) return base_many(base, n) end, NKEYS
+  end)
+end
+
 -- ---- redis ------------------------------------------------------------------
 
 local function redis_setup()
@@ -272,37 +318,11 @@ local function redis_setup()
   return cache, B.redis(port, "raw:k"), ks, map
 end
 
-row("redis get", "hiredis GET", "1.10", function()
-  local cache, base, ks = redis_setup()
-  if not cache then return nil, base end
-  return function(n)
-    local t0 = now()
-    for i = 1, n do cache:get(ks[i % NKEYS + 1]) end
-    return now() - t0
-  end, function(n) return base:get(n) end
-end)
-
-row("redis put", "hiredis SET PX", "1.10", function()
-  local cache, base, ks = redis_setup()
-  if not cache then return nil, base end
-  return function(n)
-    local t0 = now()
-    for i = 1, n do cache:put(ks[i % NKEYS + 1], VALUE, 10) end
-    return now() - t0
-  end, function(n) return base:set(n, 600000) end
-end)
-
-row("redis many(100), per key", "hiredis 100 pipelined GET", "1.5", function()
-  local cache, base, ks = redis_setup()
-  if not cache then return nil, base end
-  local got = cache:many(ks)
-  check(got[ks[100]] == VALUE, "redis many misses")
-  return function(n)
-    local t0 = now()
-    for _ = 1, n do cache:many(ks) end
-    return now() - t0
-  end, function(n) return base:get_pipe(n) end, NKEYS
-end)
+get_row("redis get", "hiredis GET", "1.10", redis_setup)
+put_row("redis put", "hiredis SET PX", "1.10", redis_setup,
+  function(base, n) return base:set(n, 600000) end)
+many_row("redis many(100), per key", "hiredis 100 pipelined GET", "1.5", redis_setup, "redis",
+  function(base, n) return base:get_pipe(n) end)
 
 row("redis put_many(100), per key", "hiredis 100 pipelined SET PX", "1.5", function()
   local cache, base, _, map = redis_setup()
@@ -327,37 +347,11 @@ local function memcached_setup()
   return cache, B.memcached(port, "raw:k"), ks
 end
 
-row("memcached get", "libmemcached get", "1.10", function()
-  local cache, base, ks = memcached_setup()
-  if not cache then return nil, base end
-  return function(n)
-    local t0 = now()
-    for i = 1, n do cache:get(ks[i % NKEYS + 1]) end
-    return now() - t0
-  end, function(n) return base:get(n) end
-end)
-
-row("memcached put", "libmemcached set", "1.10", function()
-  local cache, base, ks = memcached_setup()
-  if not cache then return nil, base end
-  return function(n)
-    local t0 = now()
-    for i = 1, n do cache:put(ks[i % NKEYS + 1], VALUE, 10) end
-    return now() - t0
-  end, function(n) return base:set(n, 600) end
-end)
-
-row("memcached many(100), per key", "libmemcached mget(100)", "1.5", function()
-  local cache, base, ks = memcached_setup()
-  if not cache then return nil, base end
-  local got = cache:many(ks)
-  check(got[ks[100]] == VALUE, "memcached many misses")
-  return function(n)
-    local t0 = now()
-    for _ = 1, n do cache:many(ks) end
-    return now() - t0
-  end, function(n) return base:mget(n) end, NKEYS
-end)
+get_row("memcached get", "libmemcached get", "1.10", memcached_setup)
+put_row("memcached put", "libmemcached set", "1.10", memcached_setup,
+  function(base, n) return base:set(n, 600) end)
+many_row("memcached many(100), per key", "libmemcached mget(100)", "1.5", memcached_setup,
+  "memcached", function(base, n) return base:mget(n) end)
 
 -- ---- file ---------------------------------------------------------------------
 
@@ -372,25 +366,9 @@ local function file_setup()
   return cache, B.file(dir .. "/raw"), ks
 end
 
-row("file get", "C open/read/close", "1.2", function()
-  local cache, base, ks = file_setup()
-  if not cache then return nil, base end
-  return function(n)
-    local t0 = now()
-    for i = 1, n do cache:get(ks[i % NKEYS + 1]) end
-    return now() - t0
-  end, function(n) return base:get(n) end
-end)
-
-row("file put", "C write tmp + rename", nil, function()
-  local cache, base, ks = file_setup()
-  if not cache then return nil, base end
-  return function(n)
-    local t0 = now()
-    for i = 1, n do cache:put(ks[i % NKEYS + 1], VALUE, 10) end
-    return now() - t0
-  end, function(n) return base:put(n) end
-end)
+get_row("file get", "C open/read/close", "1.2", file_setup)
+put_row("file put", "C write tmp + rename", nil, file_setup,
+  function(base, n) return base:put(n) end)
 
 -- ---- codec ----------------------------------------------------------------------
 
