@@ -154,6 +154,10 @@ local entries = {
   ["other-key"] = { "kother", "v" },
   ["max-integer"] = { "k", math.maxinteger },
   ["long-key"] = { ("key"):rep(50), "v" },
+  -- 28 + 1 + 3 + n + 8 bytes: around the store's first read of 4096 bytes
+  ["size-4095"] = { "k", ("x"):rep(4055) },
+  ["size-4096"] = { "k", ("x"):rep(4056) },
+  ["size-4097"] = { "k", ("x"):rep(4057) },
 }
 local file_dir = "fuzz/corpus/file"
 mkdir(file_dir)
@@ -175,6 +179,18 @@ for _, name in ipairs(names) do
   writefile(string.format("%s/%s-raw", file_dir, name), "\0" .. bytes)
 end
 writefile(file_dir .. "/foreign-text", "\0not a cache entry")
+
+-- Headers whose lengths claim far more than the file holds.
+mkdir("fuzz/regress/file")
+local function header(klen, plen)
+  return "cachy\0\1\0" .. string.pack("<i8I4I8", 0, klen, plen)
+end
+for op = 0, 6 do
+  writefile(string.format("fuzz/regress/file/lengths-claim-16e18-op%d", op),
+    string.char(op * 8) .. header(0xffffffff, -1 & 0xffffffffffffffff) .. "k" .. ("\0"):rep(8))
+  writefile(string.format("fuzz/regress/file/payload-claims-4g-op%d", op),
+    string.char(op * 8 + 4) .. header(1, 0xffffffff) .. "k" .. ("\0"):rep(8))
+end
 files:close()
 os.execute("rm -rf '" .. dir .. "'")
 
