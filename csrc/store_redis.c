@@ -517,9 +517,13 @@ static int conn_open(cachy_store *s, rconn *c, cachy_error *err)
 static int ready(cachy_store *s, rconn *c, int max_depth, size_t max_elems, cachy_error *err)
 {
     if (c->ctx) {
+        /* Bytes nobody asked for, in the socket or already in the reader
+         * (a server or proxy that sent more replies than commands), would
+         * be taken as the answer to this command: start afresh instead. */
         char probe;
         ssize_t k = recv(c->ctx->fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (!(k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)))
+        if (!(k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) ||
+            c->reader->pos < c->reader->len)
             drop(c);
     }
     if (c->ctx == NULL && conn_open(s, c, err) != 0)

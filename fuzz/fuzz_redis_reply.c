@@ -149,9 +149,10 @@ static void fz_check(cachy_store *s, int rc, int lo, int hi, const cachy_error *
     }
     if (rc < lo || rc > hi)
         fz_fail("a result the vtable does not allow", NULL);
-    /* Bytes beyond the replies asked for would be read as the answer to the
-     * next command. Off unless CACHY_FUZZ_STRICT_REPLIES=1: the driver does
-     * not check its reader's buffer yet (fuzz/README.md). */
+    /* Bytes beyond the replies asked for stay in the reader after this
+     * operation; the driver's ready() drops such a connection before its
+     * next command, so they are never read as its answer. With
+     * CACHY_FUZZ_STRICT_REPLIES=1 their mere presence fails (fuzz/README.md). */
     if (fz_strict && c->ctx != NULL && c->reader->pos < c->reader->len)
         fz_fail("bytes beyond the replies are kept for the next command", NULL);
 }

@@ -518,6 +518,17 @@ end
         "): protocol error: Protocol error, got \"?\" as reply type byte", err)
     end)
 
+    it("a reply nobody asked for is never taken as the answer to the next command", function()
+      -- Every request gets two replies, "a" and then "b": the second must not
+      -- answer the next GET (msgpack reads the byte "a" as 97, "b" as 98).
+      local f = fake.start("reply", "$1\\r\\na\\r\\n$1\\r\\nb\\r\\n")
+      finally(function() f:stop() end)
+      local c = store({ port = f.port, timeout = 0.3 })
+      for i = 1, 20 do
+        assert.are.equal(97, c:get("k" .. i))
+      end
+    end)
+
     it("an error reply is the server's message", function()
       local f = fake.start("reply", "-ERR out of \\x01 luck\\r\\n")
       finally(function() f:stop() end)
