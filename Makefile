@@ -100,7 +100,7 @@ FUZZ_CFLAGS  = -std=gnu11 -g -O1 -fno-omit-frame-pointer \
 FUZZERS = build/fuzz/fuzz_decode build/fuzz/fuzz_file build/fuzz/fuzz_memcached_key \
           build/fuzz/fuzz_redis_reply
 
-.PHONY: fuzz fuzzers soak load
+.PHONY: fuzz fuzz-deps fuzzers soak load
 
 fuzzers: $(FUZZERS)
 
@@ -121,7 +121,11 @@ build/fuzz/fuzz_memcached_key: fuzz/fuzz_memcached_key.c csrc/store_memcached.c 
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_memcached_key.c csrc/util.c csrc/hash.c -lmemcached -lxxhash -lm
 
-fuzz: deps all $(FUZZERS)
+# libFuzzer's runtime comes with clang's runtime package, needed only here.
+fuzz-deps:
+	@$(MAKE) --no-print-directory deps DEPS="clang libclang-rt-14-dev"
+
+fuzz: deps fuzz-deps all $(FUZZERS)
 	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run $(notdir $(FUZZERS:build/fuzz/fuzz_%=%))
 
 soak: deps all
