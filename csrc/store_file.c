@@ -156,33 +156,14 @@ static int is_hex(const char *p, size_t n)
     return 1;
 }
 
-/* The user's key (the store prefix removed) as messages show it: printable
- * ASCII as is, other bytes as \xNN, at most 64 bytes of it. */
+/* The user's key (the store prefix removed) as messages show it. */
 static const char *key_for_message(const cachy_store *s, cachy_slice key, char out[280])
 {
-    static const char digits[] = "0123456789abcdef";
-    size_t i, n, o = 0;
     if (key.len >= s->prefix_len && memcmp(key.ptr, s->prefix, s->prefix_len) == 0) {
         key.ptr += s->prefix_len;
         key.len -= s->prefix_len;
     }
-    n = key.len > 64 ? 64 : key.len;
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)key.ptr[i];
-        if (c >= 0x20 && c < 0x7f && c != '\\') {
-            out[o++] = (char)c;
-        } else {
-            out[o++] = '\\';
-            out[o++] = 'x';
-            out[o++] = digits[c >> 4];
-            out[o++] = digits[c & 15];
-        }
-    }
-    if (n < key.len) {
-        memcpy(out + o, "...", 3);
-        o += 3;
-    }
-    out[o] = '\0';
+    cachy_quote_key(key, out, 280);
     return out;
 }
 
