@@ -842,40 +842,136 @@ static void owners(mc_state *st, const cachy_slice *wk, const char *pending, siz
 }
 
 /*
- * One multi-get, to one server, of the wire keys at sel[0..m): values found
- * go to every position asking for them (slots, sorted) and *copy_failed is
- * set when copying one failed for lack of memory (err set).
+ * A batch call's work on one server: the batch's keys at sel[0..m), all
+ * owned by that server. Returns MEMCACHED_SUCCESS when each was answered;
+ * on a failure, *vlen is the size of the value it failed on (0: none). A
+ * failure that has set err itself (out of memory) sets *fatal.
  */
-static memcached_return_t group_get(cachy_store *s, mc_state *st, const cachy_slice *wk,
-                                    const size_t *sel, size_t m, const mc_slot *slots, size_t n,
-                                    const char **kp, size_t *kl, cachy_buf *outs, int *found,
-                                    int *copy_failed, cachy_error *err)
+typedef memcached_return_t (*mc_group_fn)(mc_state *st, void *ctx, const size_t *sel, size_t m,
+                                          size_t *vlen, int *fatal);
+
+/*
+ * Sends each server the pending keys it owns, through send, in rounds: the
+ * keys of a server that failed go, when try_again allows, to the server
+ * that takes them over in the next round. A failure of each server may cost
+ * a round. Clears pending[i] as key i is answered.
+ */
+static int each_owner(cachy_store *s, mc_state *st, const cachy_slice *wk, char *pending,
+                      size_t n, mc_group_fn send, void *ctx, cachy_error *err)
+{
+    size_t nsrv = memcached_server_count(st->mc), i, srv_i;
+    size_t *sel = malloc(n * sizeof *sel);
+    uint32_t *srv = malloc(n * sizeof *srv);
+    mc_try t;
+    int ret = -1;
+
+    if (!sel || !srv) {
+        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        goto done;
+    }
+    try_init(&t, MC_ATTEMPTS + (int)nsrv);
+    for (;;) {
+        int again = 0;
+        owners(st, wk, pending, n, srv);
+        for (srv_i = 0; srv_i < nsrv; srv_i++) {
+            const memcached_instance_st *inst;
+            memcached_return_t rc;
+            size_t m = 0, vlen = 0;
+            int fatal = 0;
+            for (i = 0; i < n; i++)
+                if (pending[i] && srv[i] == srv_i)
+                    sel[m++] = i;
+            if (m == 0)
+                continue;
+            inst = server_at(st, srv_i);
+            begin_attempt(st, srv_i);
+            rc = send(st, ctx, sel, m, &vlen, &fatal);
+            end_attempt(st, rc);
+            if (fatal)
+                goto done;
+            if (rc == MEMCACHED_SUCCESS) {
+                for (i = 0; i < m; i++)
+                    pending[sel[i]] = 0;
+            } else if (try_again(st, &t, rc, inst)) {
+                again = 1;
+            } else {
+                mc_fail(s, st, rc, vlen, inst, err);
+                goto done;
+            }
+        }
+        if (!again)
+            break;
+    }
+    ret = 0;
+done:
+    free(sel);
+    free(srv);
+    return ret;
+}
+
+/* What many's multi-gets share. */
+typedef struct mc_many_call {
+    cachy_store *s;
+    const cachy_slice *wk;
+    const mc_slot *slots;       /* sorted by wire key */
+    size_t n;
+    const char **kp;            /* room for one multi-get's keys */
+    size_t *kl;
+    cachy_buf *outs;
+    int *found;
+    int copy_failed;            /* copying a value failed for lack of memory (err set) */
+    cachy_error *err;
+} mc_many_call;
+
+/* One multi-get of the wire keys at sel[0..m): values found go to every
+ * position asking for them. */
+static memcached_return_t group_get(mc_state *st, mc_many_call *c, const size_t *sel, size_t m)
 {
     memcached_return_t rc, frc = MEMCACHED_END;
     memcached_result_st *res;
     size_t j;
     for (j = 0; j < m; j++) {
-        kp[j] = wk[sel[j]].ptr;
-        kl[j] = wk[sel[j]].len;
+        c->kp[j] = c->wk[sel[j]].ptr;
+        c->kl[j] = c->wk[sel[j]].len;
     }
-    rc = memcached_mget_by_key(st->mc, kp[0], kl[0], kp, kl, m);
+    rc = memcached_mget_by_key(st->mc, c->kp[0], c->kl[0], c->kp, c->kl, m);
     if (rc != MEMCACHED_SUCCESS)
         return rc;
     while ((res = memcached_fetch_result(st->mc, &st->result, &frc)) != NULL) {
         const char *k = memcached_result_key_value(res);
         size_t klen = memcached_result_key_length(res);
-        size_t at = slot_lower_bound(slots, n, k, klen);
-        for (; at < n && slots[at].len == klen && memcmp(slots[at].ptr, k, klen) == 0; at++) {
-            size_t idx = slots[at].index;
-            if (!*copy_failed && copy_value(s, &outs[idx], memcached_result_value(res),
-                                            memcached_result_length(res), err) != 0)
-                *copy_failed = 1;
-            found[idx] = 1;
+        size_t at = slot_lower_bound(c->slots, c->n, k, klen);
+        for (; at < c->n && c->slots[at].len == klen && memcmp(c->slots[at].ptr, k, klen) == 0;
+             at++) {
+            size_t idx = c->slots[at].index;
+            if (!c->copy_failed && copy_value(c->s, &c->outs[idx], memcached_result_value(res),
+                                              memcached_result_length(res), c->err) != 0)
+                c->copy_failed = 1;
+            c->found[idx] = 1;
         }
     }
     if (frc == MEMCACHED_END || frc == MEMCACHED_NOTFOUND || frc == MEMCACHED_SUCCESS)
         return MEMCACHED_SUCCESS;
     return frc;
+}
+
+static memcached_return_t get_on_server(mc_state *st, void *ctx, const size_t *sel, size_t m,
+                                        size_t *vlen, int *fatal)
+{
+    mc_many_call *c = ctx;
+    memcached_return_t rc;
+    (void)vlen;
+    /* On a new connection the first key goes alone: libmemcached reports a
+     * failure to connect as such only for the first key. */
+    if (m > 1 && !st->was_connected) {
+        rc = group_get(st, c, sel, 1);
+        if (rc == MEMCACHED_SUCCESS)
+            rc = group_get(st, c, sel + 1, m - 1);
+    } else {
+        rc = group_get(st, c, sel, m);
+    }
+    *fatal = c->copy_failed;
+    return rc;
 }
 
 static int mc_many(cachy_store *s, const cachy_slice *keys, size_t n, cachy_buf *outs, int *found,
@@ -884,25 +980,20 @@ static int mc_many(cachy_store *s, const cachy_slice *keys, size_t n, cachy_buf 
     mc_state *st = s->impl;
     cachy_slice *wk = NULL;
     mc_slot *slots = NULL;
-    const char **kp = NULL;
-    size_t *kl = NULL, *sel = NULL, i, srv_i, nsrv = memcached_server_count(st->mc);
-    uint32_t *srv = NULL;
     char *block = NULL, *pending = NULL;
-    memcached_return_t rc = MEMCACHED_SUCCESS;
-    const memcached_instance_st *inst = NULL;
-    mc_try t;
-    int copy_failed = 0, ret = -1;
+    mc_many_call c;
+    size_t i;
+    int ret = -1;
 
+    memset(&c, 0, sizeof c);
     for (i = 0; i < n; i++)
         found[i] = 0;
     wk = malloc(n * sizeof *wk);
     slots = malloc(n * sizeof *slots);
-    kp = malloc(n * sizeof *kp);
-    kl = malloc(n * sizeof *kl);
-    sel = malloc(n * sizeof *sel);
-    srv = malloc(n * sizeof *srv);
+    c.kp = malloc(n * sizeof *c.kp);
+    c.kl = malloc(n * sizeof *c.kl);
     pending = malloc(n);
-    if (!wk || !slots || !kp || !kl || !sel || !srv || !pending) {
+    if (!wk || !slots || !c.kp || !c.kl || !pending) {
         cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
         goto done;
     }
@@ -918,47 +1009,14 @@ static int mc_many(cachy_store *s, const cachy_slice *keys, size_t n, cachy_buf 
     for (i = 0; i < n; i++)
         pending[slots[i].index] = i == 0 || slot_cmp(&slots[i - 1], &slots[i]) != 0;
 
-    /* A failure of each server may cost a round (see try_again). */
-    try_init(&t, MC_ATTEMPTS + (int)nsrv);
-    for (;;) {
-        int again = 0;
-        owners(st, wk, pending, n, srv);
-        for (srv_i = 0; srv_i < nsrv; srv_i++) {
-            size_t m = 0;
-            for (i = 0; i < n; i++)
-                if (pending[i] && srv[i] == srv_i)
-                    sel[m++] = i;
-            if (m == 0)
-                continue;
-            inst = server_at(st, srv_i);
-            begin_attempt(st, srv_i);
-            /* On a new connection the first key goes alone: libmemcached
-             * reports a failure to connect as such only for the first key. */
-            if (m > 1 && !st->was_connected) {
-                rc = group_get(s, st, wk, sel, 1, slots, n, kp, kl, outs, found, &copy_failed, err);
-                if (rc == MEMCACHED_SUCCESS)
-                    rc = group_get(s, st, wk, sel + 1, m - 1, slots, n, kp, kl, outs, found,
-                                   &copy_failed, err);
-            } else {
-                rc = group_get(s, st, wk, sel, m, slots, n, kp, kl, outs, found, &copy_failed, err);
-            }
-            end_attempt(st, rc);
-            if (copy_failed)
-                goto done;
-            if (rc == MEMCACHED_SUCCESS) {
-                for (i = 0; i < m; i++)
-                    pending[sel[i]] = 0;
-            } else if (try_again(st, &t, rc, inst)) {
-                again = 1;
-            } else {
-                mc_fail(s, st, rc, 0, inst, err);
-                goto done;
-            }
-        }
-        if (!again)
-            break;
-    }
-    ret = 0;
+    c.s = s;
+    c.wk = wk;
+    c.slots = slots;
+    c.n = n;
+    c.outs = outs;
+    c.found = found;
+    c.err = err;
+    ret = each_owner(s, st, wk, pending, n, get_on_server, &c, err);
 done:
     if (ret != 0)
         for (i = 0; i < n; i++)
@@ -966,10 +1024,8 @@ done:
     free(block);
     free(wk);
     free(slots);
-    free(kp);
-    free(kl);
-    free(sel);
-    free(srv);
+    free((void *)c.kp);
+    free(c.kl);
     free(pending);
     return ret;
 }
@@ -1079,6 +1135,12 @@ static memcached_return_t stat_min_item_size(const memcached_instance_st *server
     return MEMCACHED_SUCCESS;
 }
 
+/* What put_many's sets share. */
+typedef struct mc_put_call {
+    const cachy_slice *wk, *vals;
+    time_t exp;
+} mc_put_call;
+
 /*
  * The pairs at sel[0..m), all bound for one server, without a round trip
  * each: with NOREPLY, memcached_set sends a quiet set, which the server
@@ -1090,24 +1152,26 @@ static memcached_return_t stat_min_item_size(const memcached_instance_st *server
  * quiet sets before it were read. Left unreported: a quiet set the server
  * could not store for lack of memory, which to a reader is an eviction.
  */
-static memcached_return_t group_put(mc_state *st, const cachy_slice *wk, const cachy_slice *vals,
-                                    const size_t *sel, size_t m, time_t exp, size_t *failed_at)
+static memcached_return_t put_on_server(mc_state *st, void *ctx, const size_t *sel, size_t m,
+                                        size_t *vlen, int *fatal)
 {
+    const mc_put_call *c = ctx;
     uint64_t quiet_max = st->item_size_max / 2;
-    cachy_slice gk = wk[sel[0]];
+    cachy_slice gk = c->wk[sel[0]];
     size_t j;
+    (void)fatal;
     for (j = 0; j < m; j++) {
         size_t i = sel[j];
-        int quiet = j + 1 < m && vals[i].len + wk[i].len + 1024 <= quiet_max;
+        int quiet = j + 1 < m && c->vals[i].len + c->wk[i].len + 1024 <= quiet_max;
         memcached_return_t rc;
         if (quiet)
             memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_NOREPLY, 1);
-        rc = memcached_set_by_key(st->mc, gk.ptr, gk.len, wk[i].ptr, wk[i].len, vals[i].ptr,
-                                  vals[i].len, exp, 0);
+        rc = memcached_set_by_key(st->mc, gk.ptr, gk.len, c->wk[i].ptr, c->wk[i].len,
+                                  c->vals[i].ptr, c->vals[i].len, c->exp, 0);
         if (quiet)
             memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_NOREPLY, 0);
         if (rc != MEMCACHED_SUCCESS) {
-            *failed_at = i;
+            *vlen = c->vals[i].len;
             return rc;
         }
     }
@@ -1119,20 +1183,13 @@ static int mc_put_many(cachy_store *s, const cachy_slice *keys, const cachy_slic
 {
     mc_state *st = s->impl;
     cachy_slice *wk = NULL;
-    size_t *sel = NULL, i, srv_i, failed_at = 0, nsrv = memcached_server_count(st->mc);
-    uint32_t *srv = NULL;
     char *block = NULL, *pending = NULL;
-    time_t exp = expiry_of(ttl_ms);
-    const memcached_instance_st *inst = NULL;
-    memcached_return_t rc;
-    mc_try t;
+    mc_put_call c;
     int ret = -1;
 
     wk = malloc(n * sizeof *wk);
-    sel = malloc(n * sizeof *sel);
-    srv = malloc(n * sizeof *srv);
     pending = malloc(n);
-    if (!wk || !sel || !srv || !pending) {
+    if (!wk || !pending) {
         cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
         goto done;
     }
@@ -1141,6 +1198,7 @@ static int mc_put_many(cachy_store *s, const cachy_slice *keys, const cachy_slic
     memset(pending, 1, n);
     if (!st->item_size_asked && n > 1) {
         uint64_t min = 0;
+        memcached_return_t rc;
         /* Asked once per connection; without every server's answer, every
          * set waits for its reply. */
         st->item_size_asked = 1;
@@ -1156,40 +1214,13 @@ static int mc_put_many(cachy_store *s, const cachy_slice *keys, const cachy_slic
             drop_connections(st);       /* a late reply must not answer a set */
         }
     }
-    try_init(&t, MC_ATTEMPTS + (int)nsrv);
-    for (;;) {
-        int again = 0;
-        owners(st, wk, pending, n, srv);
-        for (srv_i = 0; srv_i < nsrv; srv_i++) {
-            size_t m = 0;
-            for (i = 0; i < n; i++)
-                if (pending[i] && srv[i] == srv_i)
-                    sel[m++] = i;
-            if (m == 0)
-                continue;
-            inst = server_at(st, srv_i);
-            begin_attempt(st, srv_i);
-            rc = group_put(st, wk, vals, sel, m, exp, &failed_at);
-            end_attempt(st, rc);
-            if (rc == MEMCACHED_SUCCESS) {
-                for (i = 0; i < m; i++)
-                    pending[sel[i]] = 0;
-            } else if (try_again(st, &t, rc, inst)) {
-                again = 1;
-            } else {
-                mc_fail(s, st, rc, vals[failed_at].len, inst, err);
-                goto done;
-            }
-        }
-        if (!again)
-            break;
-    }
-    ret = 0;
+    c.wk = wk;
+    c.vals = vals;
+    c.exp = expiry_of(ttl_ms);
+    ret = each_owner(s, st, wk, pending, n, put_on_server, &c, err);
 done:
     free(block);
     free(wk);
-    free(sel);
-    free(srv);
     free(pending);
     return ret;
 }
