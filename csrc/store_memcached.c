@@ -759,40 +759,6 @@ static int mc_get(cachy_store *s, cachy_slice key, cachy_buf *out, cachy_error *
     return r != 0 ? -1 : 1;
 }
 
-/* A wire key and the caller's position for it; sorted, so that a reply's key
- * finds every position that asked for it. */
-typedef struct mc_slot {
-    const char *ptr;
-    size_t len;
-    size_t index;
-} mc_slot;
-
-static int slot_cmp(const void *a, const void *b)
-{
-    const mc_slot *x = a, *y = b;
-    size_t n = x->len < y->len ? x->len : y->len;
-    int c = memcmp(x->ptr, y->ptr, n);
-    if (c != 0)
-        return c;
-    return x->len < y->len ? -1 : x->len > y->len;
-}
-
-static size_t slot_lower_bound(const mc_slot *slots, size_t n, const char *p, size_t len)
-{
-    size_t lo = 0, hi = n;
-    mc_slot probe;
-    probe.ptr = p;
-    probe.len = len;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (slot_cmp(&slots[mid], &probe) < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
 /*
  * Wire keys for n keys: hashed forms written into one block. On success
  * *block (free it) holds them and the wire keys are in wk.
@@ -913,8 +879,6 @@ done:
 typedef struct mc_many_call {
     cachy_store *s;
     const cachy_slice *wk;
-    const mc_slot *slots;       /* sorted by wire key */
-    size_t n;
     const char **kp;            /* room for one multi-get's keys */
     size_t *kl;
     cachy_buf *outs;
@@ -923,13 +887,35 @@ typedef struct mc_many_call {
     cachy_error *err;
 } mc_many_call;
 
-/* One multi-get of the wire keys at sel[0..m): values found go to every
- * position asking for them. */
+/*
+ * Which of the m keys of a multi-get (kp, kl) a reply's key answers. A
+ * server answers a connection's requests in order and leaves misses out,
+ * so the answer is found from *next on, most often at *next itself; a key
+ * asked twice is answered twice, once for each. A reply out of that order
+ * is looked for from the start. Returns m for a key nobody asked for.
+ */
+static size_t reply_position(const char *const *kp, const size_t *kl, size_t m, size_t *next,
+                             const char *k, size_t klen)
+{
+    size_t j;
+    for (j = *next; j < m; j++)
+        if (kl[j] == klen && memcmp(kp[j], k, klen) == 0) {
+            *next = j + 1;
+            return j;
+        }
+    for (j = 0; j < *next && j < m; j++)
+        if (kl[j] == klen && memcmp(kp[j], k, klen) == 0)
+            return j;
+    return m;
+}
+
+/* One multi-get of the wire keys at sel[0..m): a value found goes to the
+ * position that asked for it. */
 static memcached_return_t group_get(mc_state *st, mc_many_call *c, const size_t *sel, size_t m)
 {
     memcached_return_t rc, frc = MEMCACHED_END;
     memcached_result_st *res;
-    size_t j;
+    size_t j, next = 0;
     for (j = 0; j < m; j++) {
         c->kp[j] = c->wk[sel[j]].ptr;
         c->kl[j] = c->wk[sel[j]].len;
@@ -938,17 +924,16 @@ static memcached_return_t group_get(mc_state *st, mc_many_call *c, const size_t 
     if (rc != MEMCACHED_SUCCESS)
         return rc;
     while ((res = memcached_fetch_result(st->mc, &st->result, &frc)) != NULL) {
-        const char *k = memcached_result_key_value(res);
-        size_t klen = memcached_result_key_length(res);
-        size_t at = slot_lower_bound(c->slots, c->n, k, klen);
-        for (; at < c->n && c->slots[at].len == klen && memcmp(c->slots[at].ptr, k, klen) == 0;
-             at++) {
-            size_t idx = c->slots[at].index;
-            if (!c->copy_failed && copy_value(c->s, &c->outs[idx], memcached_result_value(res),
-                                              memcached_result_length(res), c->err) != 0)
-                c->copy_failed = 1;
-            c->found[idx] = 1;
-        }
+        size_t idx;
+        j = reply_position(c->kp, c->kl, m, &next, memcached_result_key_value(res),
+                           memcached_result_key_length(res));
+        if (j == m)
+            continue;
+        idx = sel[j];
+        if (!c->copy_failed && copy_value(c->s, &c->outs[idx], memcached_result_value(res),
+                                          memcached_result_length(res), c->err) != 0)
+            c->copy_failed = 1;
+        c->found[idx] = 1;
     }
     if (frc == MEMCACHED_END || frc == MEMCACHED_NOTFOUND || frc == MEMCACHED_SUCCESS)
         return MEMCACHED_SUCCESS;
@@ -979,7 +964,6 @@ static int mc_many(cachy_store *s, const cachy_slice *keys, size_t n, cachy_buf 
 {
     mc_state *st = s->impl;
     cachy_slice *wk = NULL;
-    mc_slot *slots = NULL;
     char *block = NULL, *pending = NULL;
     mc_many_call c;
     size_t i;
@@ -989,30 +973,18 @@ static int mc_many(cachy_store *s, const cachy_slice *keys, size_t n, cachy_buf 
     for (i = 0; i < n; i++)
         found[i] = 0;
     wk = malloc(n * sizeof *wk);
-    slots = malloc(n * sizeof *slots);
     c.kp = malloc(n * sizeof *c.kp);
     c.kl = malloc(n * sizeof *c.kl);
     pending = malloc(n);
-    if (!wk || !slots || !c.kp || !c.kl || !pending) {
+    if (!wk || !c.kp || !c.kl || !pending) {
         cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
         goto done;
     }
     if (wire_keys(s, keys, n, wk, &block, err) != 0)
         goto done;
-    for (i = 0; i < n; i++) {
-        slots[i].ptr = wk[i].ptr;
-        slots[i].len = wk[i].len;
-        slots[i].index = i;
-    }
-    qsort(slots, n, sizeof *slots, slot_cmp);
-    /* Each distinct wire key is asked for once. */
-    for (i = 0; i < n; i++)
-        pending[slots[i].index] = i == 0 || slot_cmp(&slots[i - 1], &slots[i]) != 0;
-
+    memset(pending, 1, n);
     c.s = s;
     c.wk = wk;
-    c.slots = slots;
-    c.n = n;
     c.outs = outs;
     c.found = found;
     c.err = err;
@@ -1023,7 +995,6 @@ done:
             found[i] = 0;
     free(block);
     free(wk);
-    free(slots);
     free((void *)c.kp);
     free(c.kl);
     free(pending);

@@ -169,6 +169,14 @@ return function(label, opts)
         assert.are.equal(true, cache:put("s", "str"))
         assert_strict({ [42] = "n", ["42"] = "n", s = "str" }, cache:many({ 42, "42", "s", 7 }))
       end)
+
+      case("many_repeated_keys", "answers a key asked several times, between misses", function()
+        assert.are.equal(true, cache:put("a", 1))
+        assert.are.equal(true, cache:put("b", "two"))
+        assert_strict({ a = 1, b = "two" },
+          cache:many({ "gone", "a", "gone", "b", "a", "other", "a", "b" }))
+        assert_strict({ a = 1 }, cache:many({ "a", "a", "a" }))
+      end)
     end)
 
     describe("has", function()
