@@ -16,6 +16,7 @@ INST_LUADIR ?= $(PREFIX)/share/lua/5.4
 
 # Debian packages the build, the tests and the benchmarks need.
 DEPS = build-essential pkg-config lua5.4 liblua5.4-dev luajit libluajit-5.1-dev \
+       lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev \
        luarocks lua-busted lua-cjson libhiredis-dev libmemcached-dev libmsgpack-dev \
        libxxhash-dev redis-server memcached valgrind python3 python3-msgpack python3-redis
 
@@ -26,12 +27,21 @@ ALLCFLAGS = -std=gnu11 -fPIC -fvisibility=hidden -I$(HIREDIS_INC) $(CFLAGS)
 MODULE    = csrc/cachy/core.so
 MODULE_JIT = build/luajit/cachy/core.so
 MODULE_ASAN = build/asan/cachy/core.so
+# The other PUC Lua versions: build/lua5.N/cachy/core.so (`make lua5.1` ...).
+OTHER_LUAS = lua5.1 lua5.2 lua5.3
+MODULES_OTHER = $(OTHER_LUAS:%=build/%/cachy/core.so)
 
-.PHONY: all luajit demo check asan valgrind bench deps install clean
+.PHONY: all luajit $(OTHER_LUAS) demo check asan valgrind bench deps install clean
 
 all: $(MODULE)
 
 luajit: $(MODULE_JIT)
+
+$(OTHER_LUAS): %: build/%/cachy/core.so
+
+$(MODULES_OTHER): build/%/cachy/core.so: $(SRCS) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLCFLAGS) -I/usr/include/$* -shared -o $@ $(SRCS) $(LIBS)
 
 $(MODULE): $(SRCS) $(HDRS)
 	@mkdir -p $(dir $@)
@@ -59,10 +69,11 @@ deps:
 demo: deps all
 	$(LUA) -e 'package.path="lua/?.lua;lua/?/init.lua;"..package.path; package.cpath="csrc/?.so;"..package.cpath' examples/quickstart.lua
 
-# The suite under Lua 5.4 and LuaJIT, the rock, then 5.4 once more on the
-# ASan + UBSan build; one "N passed, N failed" line counts them all.
-check: deps all luajit $(MODULE_ASAN)
-	CACHY_ASAN_CPATH=build/asan/?.so \
+# The suite under Lua 5.4 and LuaJIT, the binding's specs under Lua 5.1, 5.2
+# and 5.3, the rock, then 5.4 once more on the ASan + UBSan build; one
+# "N passed, N failed" line counts them all.
+check: deps all luajit $(MODULES_OTHER) $(MODULE_ASAN)
+	CACHY_OTHER_LUAS="$(OTHER_LUAS)" CACHY_ASAN_CPATH=build/asan/?.so \
 	  CACHY_ASAN_PRELOAD="$$($(CC) -print-file-name=libasan.so):$$($(CC) -print-file-name=libubsan.so)" \
 	  spec/run
 

@@ -66,6 +66,24 @@ static inline void cachy_pushinteger(lua_State *L, int64_t v)
 #define cachy_newuserdata(L, sz) lua_newuserdata(L, sz)
 #endif
 
+#if LUA_VERSION_NUM < 502 && !defined(luaL_newlibtable)
+/* PUC Lua 5.1 lacks it (LuaJIT has it): l's functions, each closing over
+ * the nup values on top of the stack, into the table below them. */
+static inline void cachy_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
+{
+    int i;
+    luaL_checkstack(L, nup + 1, "too many upvalues");
+    for (; l->name != NULL; l++) {
+        for (i = 0; i < nup; i++)
+            lua_pushvalue(L, -nup);
+        lua_pushcclosure(L, l->func, nup);
+        lua_setfield(L, -(nup + 2), l->name);
+    }
+    lua_pop(L, nup);
+}
+#define luaL_setfuncs(L, l, nup) cachy_setfuncs(L, l, nup)
+#endif
+
 #if LUA_VERSION_NUM < 502
 #define LUA_OK 0
 #define lua_absindex(L, i) ((i) > 0 || (i) <= LUA_REGISTRYINDEX ? (i) : lua_gettop(L) + (i) + 1)

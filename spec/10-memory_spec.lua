@@ -145,7 +145,8 @@ describe("memory store", function()
     end)
 
     local overflow = maxinteger and it or function(title)
-      pending(title .. ": on LuaJIT integers stop at 2^53, so no value or n reaches 64 bits")
+      pending(title .. ": without integers (Lua 5.1, 5.2, LuaJIT) numbers stop at 2^53, "
+        .. "so no value or n reaches 64 bits")
     end
     overflow("names the key on overflow", function()
       local cache = memory()

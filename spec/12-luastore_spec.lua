@@ -170,7 +170,7 @@ describe("lua store", function()
 
   describe("default on_error", function()
     it("writes one line per store to stderr, at most once a second", function()
-      local interp = rawget(_G, "jit") and "luajit" or "lua5.4"
+      local interp = util.interpreter()
       local core = assert(package.searchpath("cachy.core", package.cpath))
       local script = [[
         package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path

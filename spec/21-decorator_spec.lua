@@ -88,7 +88,7 @@ describe("decorator", function()
     end)
 
     it("are the same in another process for equal arguments", function()
-      local interp = rawget(_G, "jit") and "luajit" or "lua5.4"
+      local interp = util.interpreter()
       local core = package.searchpath("cachy.core", package.cpath)
       assert.is_string(core)
       local script = [[
@@ -183,7 +183,7 @@ describe("decorator", function()
         "cannot cache a call with argument #2: it is a function")
       assert.has_error(function() w(io.stdout) end,
         "cannot cache a call with argument #1: it is a userdata")
-      assert.has_error(function() w("a", "b", coroutine.create(print)) end,
+      assert.has_error(function() w("a", "b", coroutine.create(function() end)) end,
         "cannot cache a call with argument #3: it is a thread")
       local ok, err = pcall(function() w({ f = print }) end)
       assert.are.equal(false, ok)

@@ -10,7 +10,7 @@ local fake = require("helpers.fake_server")
 local system = require("system")
 local util = require("helpers.util")
 
-local math_type = math.type          -- nil on LuaJIT
+local math_type = math.type          -- nil on Lua 5.1, 5.2 and LuaJIT
 local tmp = os.getenv("CACHY_TMP") or "/tmp"
 
 local sh, quote, pack = util.sh, util.q, util.pack

@@ -22,7 +22,7 @@ local describe, it, pending = busted.describe, busted.it, busted.pending
 local before_each, after_each = busted.before_each, busted.after_each
 
 local unpack = table.unpack or unpack
-local math_type = math.type          -- nil on LuaJIT: no integer subtype there
+local math_type = math.type          -- nil on Lua 5.1, 5.2 and LuaJIT: no integer subtype there
 local maxinteger, mininteger = math.maxinteger, math.mininteger
 
 local function sleep(seconds)
@@ -378,8 +378,8 @@ return function(label, opts)
         end)
       else
         known.incr_overflow = true
-        pending("gives nil, err on 64-bit overflow [incr_overflow]: on LuaJIT integers stop at 2^53, "
-          .. "so no value or n reaches 64 bits")
+        pending("gives nil, err on 64-bit overflow [incr_overflow]: without integers (Lua 5.1, 5.2, "
+          .. "LuaJIT) numbers stop at 2^53, so no value or n reaches 64 bits")
       end
 
       case("incr_n_not_integer", "raises when n is not an integer", function()

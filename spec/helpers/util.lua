@@ -43,15 +43,19 @@ function M.exists(path)
   return f ~= nil
 end
 
+-- The interpreter that runs busted (lua5.1 ... lua5.4, luajit).
+function M.interpreter()
+  local i = -1
+  while arg and arg[i - 1] do i = i - 1 end
+  return arg and arg[i] or (rawget(_G, "jit") and "luajit" or "lua5.4")
+end
+
 -- The start of a shell command that runs the Lua script at path under the
 -- interpreter that runs busted, with its module paths (the worker scripts
 -- set them from CACHY_WORKER_PATH and CACHY_WORKER_CPATH).
 function M.worker_command(path)
-  local i = -1
-  while arg and arg[i - 1] do i = i - 1 end
-  local interp = arg and arg[i] or (jit and "luajit" or "lua5.4")
   return string.format("CACHY_WORKER_PATH=%s CACHY_WORKER_CPATH=%s %s %s",
-    M.q(package.path), M.q(package.cpath), M.q(interp), M.q(path))
+    M.q(package.path), M.q(package.cpath), M.q(M.interpreter()), M.q(path))
 end
 
 -- In a worker process: reports err on standard output and exits with status 1.
