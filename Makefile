@@ -51,6 +51,18 @@ $(MODULE_JIT): $(SRCS) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLCFLAGS) -I$(LUAJIT_INC) -shared -o $@ $(SRCS) $(LIBS)
 
+# spec_process (spec/helpers/process.c): fork and wait for the specs, built
+# for the interpreters that run the server specs.
+SPEC_PROCESS = build/lua5.4/spec_process.so build/luajit/spec_process.so
+
+build/lua5.4/spec_process.so: spec/helpers/process.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -fPIC -shared $(CFLAGS) -I$(LUA_INC) -o $@ $<
+
+build/luajit/spec_process.so: spec/helpers/process.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -fPIC -shared $(CFLAGS) -I$(LUAJIT_INC) -o $@ $<
+
 $(MODULE_ASAN): $(SRCS) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu11 -fPIC -I$(HIREDIS_INC) -O1 -g -fno-omit-frame-pointer \
@@ -72,18 +84,18 @@ demo: deps all
 # The suite under Lua 5.4 and LuaJIT, the binding's specs under Lua 5.1, 5.2
 # and 5.3, the rock, then 5.4 once more on the ASan + UBSan build; one
 # "N passed, N failed" line counts them all.
-check: deps all luajit $(MODULES_OTHER) $(MODULE_ASAN)
+check: deps all luajit $(MODULES_OTHER) $(MODULE_ASAN) $(SPEC_PROCESS)
 	CACHY_OTHER_LUAS="$(OTHER_LUAS)" CACHY_ASAN_CPATH=build/asan/?.so \
 	  CACHY_ASAN_PRELOAD="$$($(CC) -print-file-name=libasan.so):$$($(CC) -print-file-name=libubsan.so)" \
 	  spec/run
 
-asan: deps $(MODULE_ASAN)
+asan: deps $(MODULE_ASAN) $(SPEC_PROCESS)
 	CACHY_CPATH=build/asan/?.so CACHY_ONLY_LUA54=1 \
 	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  spec/run
 
-valgrind: deps all
+valgrind: deps all $(SPEC_PROCESS)
 	CACHY_ONLY_LUA54=1 CACHY_SLOW=1 CACHY_WRAP="valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 --suppressions=spec/helpers/valgrind.supp --log-file=build/valgrind.%p.log" \
 	  spec/run
 

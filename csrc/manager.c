@@ -6,6 +6,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "store.h"
 
@@ -19,9 +20,18 @@ cachy_manager *cachy_manager_new(void)
     return calloc(1, sizeof(cachy_manager));
 }
 
+/* Whether s holds connections opened by another process: this is a forked
+ * child, and using or closing them would disturb the parent's. */
+static int inherited(const cachy_store *s)
+{
+    return s->opened && s->ops && s->ops->disown && s->pid != getpid();
+}
+
 void cachy_store_close(cachy_store *s)
 {
-    if (s->opened && s->ops && s->ops->close)
+    if (inherited(s))
+        s->ops->disown(s);
+    else if (s->opened && s->ops && s->ops->close)
         s->ops->close(s);
     s->opened = 0;
     s->impl = NULL;
@@ -116,17 +126,27 @@ static int open_store(cachy_store *s, cachy_error *err)
                         s->driver, s->name);
         return -1;
     }
+    if (inherited(s))
+        cachy_store_close(s);
+    if (s->opened)
+        return 0;
     if (s->ops->open(s, err) != 0)
         return -1;
     s->opened = 1;
+    if (s->ops->disown)
+        s->pid = getpid();
     return 0;
 }
 
 /* The checks every operation makes are inlined and the rare work kept out
- * of line: as two calls they were 5% of a memory get-hit. */
+ * of line: as two calls they were 5% of a memory get-hit. A store with
+ * connections also checks that this is the process that opened them (one
+ * getpid, against a round trip). */
 static inline int ensure_open(cachy_store *s, cachy_error *err)
 {
-    return s->opened ? 0 : open_store(s, err);
+    if (s->opened && (s->ops->disown == NULL || s->pid == getpid()))
+        return 0;
+    return open_store(s, err);
 }
 
 /* A connection that failed or timed out is never reused: a late reply must

@@ -6,6 +6,8 @@
 #ifndef CACHY_STORE_H
 #define CACHY_STORE_H
 
+#include <sys/types.h>
+
 #include "cachy.h"
 
 struct cachy_store_ops {
@@ -55,12 +57,21 @@ struct cachy_store_ops {
 
     /* Release the connection/state and set s->impl = NULL; may be opened again. */
     void (*close)(cachy_store *s);
+
+    /* Optional: for stores holding connections. Called instead of close in
+     * a forked child, for a store its parent opened: let go of the parent's
+     * connections without any I/O on them (closing a descriptor is fine; a
+     * shutdown or a quit message would end the parent's connection too) and
+     * set s->impl = NULL. Stores without it are used on by the child (its
+     * copy of a memory store, the same directory). */
+    void (*disown)(cachy_store *s);
 };
 
 struct cachy_store {
     const cachy_store_ops *ops;   /* NULL until the driver is resolved */
     void *impl;                   /* driver state while open */
     int opened;
+    pid_t pid;                    /* the process that opened it (stores with disown) */
     char *name;                   /* the store's name in config */
     char *driver;                 /* the driver's name in config */
     char *prefix;                 /* prepended to every key; "" for none */

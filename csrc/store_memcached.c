@@ -561,7 +561,15 @@ static int positive_seconds(cachy_store *s, const char *name, double *out, cachy
     return 0;
 }
 
-static void mc_close(cachy_store *s)
+/*
+ * Frees the driver's state; with end_connections, libmemcached's handle
+ * too, which ends each connection with a quit message and a shutdown.
+ * Without it (a forked child letting go of its parent's connections: a
+ * shutdown would end the parent's too, and libmemcached has no call that
+ * only closes), the handle is left as it is, sockets and memory: the
+ * child's copy of it, gone with the process.
+ */
+static void release(cachy_store *s, int end_connections)
 {
     mc_state *st = s->impl;
     if (st == NULL)
@@ -570,12 +578,15 @@ static void mc_close(cachy_store *s)
         memcached_result_free(&st->result);
         memcached_result_free(&st->spare);
     }
-    if (st->mc)
+    if (st->mc && end_connections)
         memcached_free(st->mc);
     free(st->live);
     free(st);
     s->impl = NULL;
 }
+
+static void mc_close(cachy_store *s) { release(s, 1); }
+static void mc_disown(cachy_store *s) { release(s, 0); }
 
 static void set_address(cachy_store *s, const cachy_buf *addr)
 {
@@ -1495,4 +1506,5 @@ const cachy_store_ops cachy_memcached_ops = {
     .put_many = mc_put_many,
     .stats = mc_stats,
     .close = mc_close,
+    .disown = mc_disown,
 };

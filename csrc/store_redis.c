@@ -957,4 +957,5 @@ const cachy_store_ops cachy_redis_ops = {
     .many = redis_many,
     .put_many = redis_put_many,
     .close = redis_close,
+    .disown = redis_close,      /* hiredis only closes the descriptor */
 };

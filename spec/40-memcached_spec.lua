@@ -9,6 +9,7 @@ local system = require("system")
 local behaviour = require("behaviour")
 local servers = require("helpers.servers")
 local util = require("helpers.util")
+local forked = require("helpers.forked")
 
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec"
 local tmp = os.getenv("CACHY_TMP") or "/tmp"
@@ -152,6 +153,12 @@ describe("memcached", function()
 
     after_each(function()
       cache:close()
+    end)
+
+    it("in a forked child, opens its own connection and leaves the parent's open", function()
+      forked(function() return manager({ addr(srv.port) }) end, function()
+        return tonumber(tool("raw", srv.port, "stats\\r\\n"):match("STAT total_connections (%d+)"))
+      end)
     end)
 
     describe("keys", function()
