@@ -14,8 +14,10 @@ PREFIX     ?= /usr/local
 INST_LIBDIR ?= $(PREFIX)/lib/lua/5.4
 INST_LUADIR ?= $(PREFIX)/share/lua/5.4
 
-# Debian packages the build, the tests and the benchmarks need.
-DEPS = build-essential pkg-config lua5.4 liblua5.4-dev luajit libluajit-5.1-dev \
+# Debian packages the build, the tests and the benchmarks need. LuaJIT is
+# luajit2, OpenResty's branch: what OpenResty runs, and what Debian's nginx
+# Lua module needs (it conflicts with the luajit package).
+DEPS = build-essential pkg-config lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev \
        lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev \
        luarocks lua-busted lua-cjson libhiredis-dev libmemcached-dev libmsgpack-dev \
        libxxhash-dev redis-server memcached valgrind python3 python3-msgpack python3-redis
@@ -31,7 +33,7 @@ MODULE_ASAN = build/asan/cachy/core.so
 OTHER_LUAS = lua5.1 lua5.2 lua5.3
 MODULES_OTHER = $(OTHER_LUAS:%=build/%/cachy/core.so)
 
-.PHONY: all luajit $(OTHER_LUAS) demo check asan valgrind bench deps install clean
+.PHONY: all luajit $(OTHER_LUAS) demo check asan valgrind bench openresty deps install clean
 
 all: $(MODULE)
 
@@ -101,6 +103,11 @@ valgrind: deps all $(SPEC_PROCESS)
 
 bench: deps all luajit
 	bench/run
+
+# nginx with the Lua module (not in `make deps`: Debian's nginx packages
+# start a server on port 80 when installed): examples/openresty/run.
+openresty: luajit
+	examples/openresty/run
 
 install: all
 	install -d $(DESTDIR)$(INST_LIBDIR)/cachy $(DESTDIR)$(INST_LUADIR)/cachy

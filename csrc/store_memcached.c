@@ -9,10 +9,13 @@
  * days), and increments use memcached's own TTL-keeping arithmetic wherever
  * the counter stays at or above zero.
  */
+#include <dirent.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -561,14 +564,8 @@ static int positive_seconds(cachy_store *s, const char *name, double *out, cachy
     return 0;
 }
 
-/*
- * Frees the driver's state; with end_connections, libmemcached's handle
- * too, which ends each connection with a quit message and a shutdown.
- * Without it (a forked child letting go of its parent's connections: a
- * shutdown would end the parent's too, and libmemcached has no call that
- * only closes), the handle is left as it is, sockets and memory: the
- * child's copy of it, gone with the process.
- */
+/* Frees the driver's state; with end_connections, libmemcached's handle
+ * too, which ends each connection with a quit message and a shutdown. */
 static void release(cachy_store *s, int end_connections)
 {
     mc_state *st = s->impl;
@@ -586,7 +583,83 @@ static void release(cachy_store *s, int end_connections)
 }
 
 static void mc_close(cachy_store *s) { release(s, 1); }
-static void mc_disown(cachy_store *s) { release(s, 0); }
+
+static int port_of(const struct sockaddr_storage *a)
+{
+    if (a->ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)a)->sin_port);
+    if (a->ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)a)->sin6_port);
+    return -1;
+}
+
+/* The descriptor of the TCP connection from local port `local` to port
+ * `peer`, among this process's open descriptors; -1 if none. */
+static int tcp_fd(int local, int peer)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int found = -1;
+    if (d == NULL)
+        return -1;
+    while (found < 0 && (e = readdir(d)) != NULL) {
+        struct sockaddr_storage a;
+        socklen_t n = sizeof a;
+        char *end;
+        long fd = strtol(e->d_name, &end, 10);
+        if (*end != '\0' || end == e->d_name || fd == dirfd(d))
+            continue;
+        if (getsockname((int)fd, (struct sockaddr *)&a, &n) != 0 || port_of(&a) != local)
+            continue;
+        n = sizeof a;
+        if (getpeername((int)fd, (struct sockaddr *)&a, &n) == 0 && port_of(&a) == peer)
+            found = (int)fd;
+    }
+    closedir(d);
+    return found;
+}
+
+/*
+ * In a forked child: points the descriptor of each of the handle's
+ * connections at a new, unconnected socket, so that freeing the handle (a
+ * quit message and a shutdown on each) reaches nothing of the parent's.
+ * 0 when every connection was found; -1 when one was not, or may be over
+ * a Unix socket, which nothing tells apart.
+ */
+static int detach_connections(mc_state *st)
+{
+    size_t i;
+    for (i = 0; i < st->nservers; i++) {
+        const memcached_instance_st *inst = memcached_server_instance_by_position(st->mc, i);
+        in_port_t local;
+        int fd, spare;
+        if (strcmp(memcached_server_type(inst), "TCP") != 0)
+            return -1;
+        local = memcached_server_srcport(inst);
+        if (local == 0)
+            continue;                           /* not connected */
+        if (local == (in_port_t)-1 || (fd = tcp_fd(local, memcached_server_port(inst))) < 0)
+            return -1;
+        spare = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (spare < 0)
+            return -1;
+        if (dup2(spare, fd) < 0) {
+            close(spare);
+            return -1;
+        }
+        close(spare);
+    }
+    return 0;
+}
+
+/* A child that cannot detach a connection leaves the parent's handle as it
+ * is, sockets and memory (its copy, gone with the process): libmemcached
+ * has no call that only closes. */
+static void mc_disown(cachy_store *s)
+{
+    mc_state *st = s->impl;
+    release(s, st != NULL && st->mc != NULL && detach_connections(st) == 0);
+}
 
 static void set_address(cachy_store *s, const cachy_buf *addr)
 {
