@@ -10,8 +10,11 @@
  *         bytes. Every wire key must be 1..250 bytes of printable non-space
  *         ASCII; a key memcached can carry as it is stays as it is; two
  *         different keys never share a wire key; the batch form (wire_keys,
- *         for many and put_many) agrees with the single one, and the sorted
- *         slots find every key again; a key in a message stays bounded.
+ *         for many and put_many) agrees with the single one; replies in
+ *         request order, misses left out, are matched to their own
+ *         positions (reply_position), a reply out of order to a position
+ *         that asked for its key, a key nobody asked for to none; a key in
+ *         a message stays bounded.
  *   128-191 counters: the rest is a stored value. parse_counter must accept
  *         exactly the canonical decimal int64 texts (after memcached's
  *         space padding) and the unsigned ones above INT64_MAX (as their
@@ -70,7 +73,8 @@ static void fz_keys(const uint8_t *p, size_t n)
 {
     cachy_slice keys[FZ_MAX_KEYS], wk[FZ_MAX_KEYS], single[FZ_MAX_KEYS];
     char copies[FZ_MAX_KEYS][MC_KEY_MAX + 1], shown[96];
-    mc_slot slots[FZ_MAX_KEYS];
+    const char *kp[FZ_MAX_KEYS];
+    size_t kl[FZ_MAX_KEYS], next = 0;
     mc_state st;
     cachy_store s;
     cachy_error err;
@@ -120,17 +124,20 @@ static void fz_keys(const uint8_t *p, size_t n)
     for (i = 0; i < nk; i++) {
         if (!fz_same(wk[i], single[i]))
             fz_fail("the batch mapping differs from the single one");
-        slots[i].ptr = wk[i].ptr;
-        slots[i].len = wk[i].len;
-        slots[i].index = i;
+        kp[i] = wk[i].ptr;
+        kl[i] = wk[i].len;
     }
-    qsort(slots, nk, sizeof slots[0], slot_cmp);
-    for (i = 0; i < nk; i++) {
-        size_t at = slot_lower_bound(slots, nk, wk[i].ptr, wk[i].len);
-        if (at >= nk || !fz_same((cachy_slice){ slots[at].ptr, slots[at].len }, wk[i]) ||
-            (at > 0 && slot_cmp(&slots[at - 1], &slots[at]) == 0))
-            fz_fail("the sorted slots do not find a wire key");
+    /* A key whose length is a multiple of 3 misses (equal keys alike). */
+    for (i = 0; i < nk; i++)
+        if (keys[i].len % 3 != 0 && reply_position(kp, kl, nk, &next, wk[i].ptr, wk[i].len) != i)
+            fz_fail("a reply in order was matched to another position");
+    if (nk > 0) {
+        j = reply_position(kp, kl, nk, &next, wk[0].ptr, wk[0].len);
+        if (j >= nk || !fz_same(wk[j], wk[0]))
+            fz_fail("a reply out of order was not matched to its key");
     }
+    if (reply_position(kp, kl, nk, &next, " nobody", 7) != nk)   /* no wire key has a space */
+        fz_fail("a key nobody asked for was matched");
     free(block);
 }
 
