@@ -379,6 +379,15 @@ local SAMPLE = {
   history = { { year = 1842, note = "notes" }, { year = 1843, note = "translation" } },
 }
 
+-- A batch of n calls f(x).
+local function calls_of(f, x)
+  return function(n)
+    local t0 = now()
+    for _ = 1, n do f(x) end
+    return now() - t0
+  end
+end
+
 local function codecs()
   local ok_c, codec = pcall(require, "benchcodec")
   if not ok_c then return nil, "no codec" end
@@ -390,16 +399,7 @@ end
 row("codec encode", "lua-cjson encode", "1.2", function()
   local codec, cjson = codecs()
   if not codec then return nil, cjson end
-  local enc, jenc = codec.encode, cjson.encode
-  return function(n)
-    local t0 = now()
-    for _ = 1, n do enc(SAMPLE) end
-    return now() - t0
-  end, function(n)
-    local t0 = now()
-    for _ = 1, n do jenc(SAMPLE) end
-    return now() - t0
-  end
+  return calls_of(codec.encode, SAMPLE), calls_of(cjson.encode, SAMPLE)
 end)
 
 row("codec decode", "lua-cjson decode", "1.2", function()
@@ -408,16 +408,7 @@ row("codec decode", "lua-cjson decode", "1.2", function()
   local bytes, text = codec.encode(SAMPLE), cjson.encode(SAMPLE)
   local back = codec.decode(bytes)
   check(back.history[2].note == "translation" and back.score == 98.25, "codec round trip")
-  local dec, jdec = codec.decode, cjson.decode
-  return function(n)
-    local t0 = now()
-    for _ = 1, n do dec(bytes) end
-    return now() - t0
-  end, function(n)
-    local t0 = now()
-    for _ = 1, n do jdec(text) end
-    return now() - t0
-  end
+  return calls_of(codec.decode, bytes), calls_of(cjson.decode, text)
 end)
 
 -- ---- run ---------------------------------------------------------------------------
