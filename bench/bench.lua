@@ -147,6 +147,15 @@ end
 
 -- ---- memory -----------------------------------------------------------------
 
+-- A batch of n gets on obj (cachy or a baseline) over the keys ks.
+local function gets_on(obj, ks)
+  return function(n)
+    local t0 = now()
+    for i = 1, n do obj:get(ks[i % NKEYS + 1]) end
+    return now() - t0
+  end
+end
+
 row("memory get-hit", "Lua table + os.time()", "1.5", function()
   local cache, why = cache_for("memory", {})
   if not cache then return nil, why end
@@ -156,15 +165,7 @@ row("memory get-hit", "Lua table + os.time()", "1.5", function()
     tc:put(ks[i], VALUE, 60)
   end
   check(cache:get(ks[7]) == VALUE and tc:get(ks[7]) == VALUE, "memory get-hit misses")
-  return function(n)
-    local t0 = now()
-    for i = 1, n do cache:get(ks[i % NKEYS + 1]) end
-    return now() - t0
-  end, function(n)
-    local t0 = now()
-    for i = 1, n do tc:get(ks[i % NKEYS + 1]) end
-    return now() - t0
-  end
+  return gets_on(cache, ks), gets_on(tc, ks)
 end)
 
 -- Not cachy: a C method that answers any key with a new copy of the value,
@@ -174,15 +175,7 @@ row("floor: C get of a fresh string", "Lua table + os.time()", nil, function()
   local fresh, tc, ks = B.fresh(), TableCache.new(), keys_with("k")
   for i = 1, NKEYS do tc:put(ks[i], VALUE, 60) end
   check(fresh:get(ks[1]) == VALUE, "fresh string differs")
-  return function(n)
-    local t0 = now()
-    for i = 1, n do fresh:get(ks[i % NKEYS + 1]) end
-    return now() - t0
-  end, function(n)
-    local t0 = now()
-    for i = 1, n do tc:get(ks[i % NKEYS + 1]) end
-    return now() - t0
-  end
+  return gets_on(fresh, ks), gets_on(tc, ks)
 end)
 
 row("memory put", "Lua table + os.time()", "1.5", function()
@@ -267,11 +260,7 @@ local function get_row(op, base_name, limit, setup)
   row(op, base_name, limit, function()
     local cache, base, ks = setup()
     if not cache then return nil, base end
-    return function(n)
-      local t0 = now()
-      for i = 1, n do cache:get(ks[i % NKEYS + 1]) end
-      return now() - t0
-    end, function(n) return base:get(n) end
+    return gets_on(cache, ks), function(n) return base:get(n) end
   end)
 end
 
