@@ -170,9 +170,7 @@ describe("lua store", function()
 
   describe("default on_error", function()
     it("writes one line per store to stderr, at most once a second", function()
-      local interp = util.interpreter()
-      local core = assert(package.searchpath("cachy.core", package.cpath))
-      local script = [[
+      local stderr = util.run_script([[
         package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
         package.preload["cachy.core"] = package.loadlib(arg[1], "luaopen_cachy_core")
         local cachy = require("cachy")
@@ -187,15 +185,7 @@ describe("lua store", function()
           assert(wb(i) == i)
         end
         io.stdout:write("done")
-      ]]
-      local path = os.tmpname()
-      local f = assert(io.open(path, "w"))
-      f:write(script)
-      f:close()
-      local p = assert(io.popen(string.format("%s %s %s 2>&1 >/dev/null", interp, path, core)))
-      local stderr = p:read("*a")
-      p:close()
-      os.remove(path)
+      ]], "2>&1 >/dev/null")
       assert.are.equal("cachy: store 'a' (luatable): backend down\n"
         .. "cachy: store 'b' (luatable): backend down\n", stderr)
     end)

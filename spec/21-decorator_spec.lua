@@ -88,10 +88,7 @@ describe("decorator", function()
     end)
 
     it("are the same in another process for equal arguments", function()
-      local interp = util.interpreter()
-      local core = package.searchpath("cachy.core", package.cpath)
-      assert.is_string(core)
-      local script = [[
+      local out = util.run_script([[
         package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
         package.preload["cachy.core"] = package.loadlib(arg[1], "luaopen_cachy_core")
         local cachy = require("cachy")
@@ -104,15 +101,7 @@ describe("decorator", function()
         w({ b = 2, a = 1, [1] = "x", [true] = { z = 1.0, y = { "deep" } } }, 1, nil, "s")
         w(big, 2.5, -7)
         for _, k in ipairs(backend:keys()) do io.write(k, "\n") end
-      ]]
-      local path = os.tmpname()
-      local f = assert(io.open(path, "w"))
-      f:write(script)
-      f:close()
-      local p = assert(io.popen(string.format("%s %s %s", interp, path, core)))
-      local out = p:read("*a")
-      p:close()
-      os.remove(path)
+      ]])
 
       local w = cache(function(...) return 1 end, { key = "xproc" })
       local big = {}

@@ -50,6 +50,23 @@ function M.interpreter()
   return arg and arg[i] or (rawget(_G, "jit") and "luajit" or "lua5.4")
 end
 
+-- Runs the Lua source script in a new process under busted's interpreter,
+-- with this build of cachy.core as arg[1] (the script loads it with
+-- package.loadlib), and returns what it wrote; redirect is appended to the
+-- command (e.g. "2>&1 >/dev/null" for its standard error).
+function M.run_script(script, redirect)
+  local core = assert(package.searchpath("cachy.core", package.cpath))
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(script)
+  f:close()
+  local p = assert(io.popen(string.format("%s %s %s %s", M.interpreter(), path, core, redirect or "")))
+  local out = p:read("*a")
+  p:close()
+  os.remove(path)
+  return out
+end
+
 -- The start of a shell command that runs the Lua script at path under the
 -- interpreter that runs busted, with its module paths (the worker scripts
 -- set them from CACHY_WORKER_PATH and CACHY_WORKER_CPATH).
