@@ -174,11 +174,27 @@ for i = 1, OPS do
 end
 local elapsed = common.now() - started
 
--- Everything the model holds is still there, then flush empties the store.
+-- Everything the model holds is still there, read one by one and with
+-- many (100 keys a call, one of them asked twice), then flush empties the
+-- store.
 for _, key in ipairs(keys) do
   local v, err = cache:get(key)
   local why = err and ("get failed: " .. err) or common.diff(model[key], v, "value")
   if why then fail(OPS, key, "final read: %s", why) end
+end
+for first = 1, NKEYS, 100 do
+  local batch = {}
+  for j = first, math.min(first + 99, NKEYS) do batch[#batch + 1] = keys[j] end
+  batch[#batch + 1] = batch[rng(#batch)]
+  local got, err = cache:many(batch)
+  if not got then fail(OPS, batch[1], "many failed: %s", tostring(err)) end
+  for _, key in ipairs(batch) do
+    local why = common.diff(model[key], got[key], "value")
+    if why then fail(OPS, key, "final many: %s", why) end
+  end
+  for key in pairs(got) do
+    if model[key] == nil then fail(OPS, key, "many gave a key the store does not hold") end
+  end
 end
 assert(cache:flush())
 for _, key in ipairs(keys) do
