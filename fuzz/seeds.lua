@@ -8,6 +8,14 @@ package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
 package.cpath = "csrc/?.so;" .. package.cpath
 local cachy = require("cachy")
 
+-- The keys of t, sorted: seeds are written in the same order every time.
+local function sorted_names(t)
+  local names = {}
+  for name in pairs(t) do names[#names + 1] = name end
+  table.sort(names)
+  return names
+end
+
 local function writefile(path, bytes)
   local f = assert(io.open(path, "wb"))
   f:write(bytes)
@@ -68,10 +76,7 @@ for i = 1, 20 do values["array-20"][i] = i * 1000 values["map-20"]["k" .. i] = {
 
 local decode_dir = "fuzz/corpus/decode"
 mkdir(decode_dir)
-local names = {}
-for name in pairs(values) do names[#names + 1] = name end
-table.sort(names)
-for _, name in ipairs(names) do
+for _, name in ipairs(sorted_names(values)) do
   last = nil
   assert(cache:put("k", values[name]))
   writefile(decode_dir .. "/value-" .. name, assert(last))
@@ -84,10 +89,7 @@ local tuples = {
   ["three"] = function() return 1, nil, { a = "b" } end,
   ["strings"] = function() return "x", "y" end,
 }
-names = {}
-for name in pairs(tuples) do names[#names + 1] = name end
-table.sort(names)
-for _, name in ipairs(names) do
+for _, name in ipairs(sorted_names(tuples)) do
   last = nil
   cache(tuples[name], { key = name })()
   writefile(decode_dir .. "/tuple-" .. name, assert(last))
@@ -108,10 +110,7 @@ local foreign = {
   ["ext-fix1"] = "\xd4\x01\x00", ["ext8"] = "\xc7\x01\x05\x00", ["timestamp"] = "\xd6\xff\x00\x00\x00\x00",
   ["text-int"] = "42", ["text-neg"] = "-42", ["text-max"] = "9223372036854775807",
 }
-names = {}
-for name in pairs(foreign) do names[#names + 1] = name end
-table.sort(names)
-for _, name in ipairs(names) do
+for _, name in ipairs(sorted_names(foreign)) do
   writefile(decode_dir .. "/foreign-" .. name, foreign[name])
 end
 
@@ -135,10 +134,7 @@ local hostile = {
   ["array-of-100000-empty-arrays"] = "\xdd\x00\x01\x86\xa0" .. ("\x90"):rep(100000),
 }
 mkdir("fuzz/regress/decode")
-names = {}
-for name in pairs(hostile) do names[#names + 1] = name end
-table.sort(names)
-for _, name in ipairs(names) do
+for _, name in ipairs(sorted_names(hostile)) do
   writefile("fuzz/regress/decode/" .. name, hostile[name])
 end
 
@@ -161,10 +157,7 @@ local entries = {
 }
 local file_dir = "fuzz/corpus/file"
 mkdir(file_dir)
-names = {}
-for name in pairs(entries) do names[#names + 1] = name end
-table.sort(names)
-for _, name in ipairs(names) do
+for _, name in ipairs(sorted_names(entries)) do
   local e = entries[name]
   assert(files:flush())
   if e[3] then assert(files:put(e[1], e[2], e[3])) else assert(files:forever(e[1], e[2])) end
@@ -233,10 +226,7 @@ local redis = {
     .. "\4" .. IDLE .. rec(":1\r\n") .. "\3" .. IDLE .. rec(":1\r\n"),
 }
 mkdir("fuzz/corpus/redis_reply")
-names = {}
-for name in pairs(redis) do names[#names + 1] = name end
-table.sort(names)
-for _, name in ipairs(names) do
+for _, name in ipairs(sorted_names(redis)) do
   writefile("fuzz/corpus/redis_reply/" .. name, redis[name])
 end
 
@@ -271,9 +261,6 @@ local memcached = {
   ["expiry-negative"] = "\192" .. be64(-1),
 }
 mkdir("fuzz/corpus/memcached_key")
-names = {}
-for name in pairs(memcached) do names[#names + 1] = name end
-table.sort(names)
-for _, name in ipairs(names) do
+for _, name in ipairs(sorted_names(memcached)) do
   writefile("fuzz/corpus/memcached_key/" .. name, memcached[name])
 end

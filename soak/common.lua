@@ -7,7 +7,6 @@ package.cpath = (os.getenv("CACHY_CPATH") or "csrc/?.so") .. ";" .. package.cpat
 
 local M = {}
 
-local math_type = math.type
 local maxinteger, mininteger = math.maxinteger, math.mininteger
 
 -- ---- random keys and values ------------------------------------------------
@@ -129,40 +128,9 @@ end
 
 -- ---- comparison ------------------------------------------------------------
 
--- Why got differs from want (subtypes, NaN, the sign of zero, table
--- contents), or nil when they are the same value.
-local function diff(want, got, path)
-  if type(want) ~= type(got) then
-    return string.format("%s: expected a %s, got a %s", path, type(want), type(got))
-  end
-  if type(want) == "number" then
-    if math_type and math_type(want) ~= math_type(got) then
-      return string.format("%s: expected a %s, got a %s", path, math_type(want), math_type(got))
-    end
-    if want ~= want then
-      return got == got and string.format("%s: expected NaN, got %s", path, tostring(got)) or nil
-    end
-    if want ~= got or (want == 0 and 1 / want ~= 1 / got) then
-      return string.format("%s: expected %.17g, got %.17g", path, want, got)
-    end
-    return nil
-  end
-  if type(want) ~= "table" then
-    if want ~= got then
-      return string.format("%s: expected %q, got %q", path, tostring(want), tostring(got))
-    end
-    return nil
-  end
-  for k, v in pairs(want) do
-    local why = diff(v, got[k], path .. "[" .. tostring(k) .. "]")
-    if why then return why end
-  end
-  for k in pairs(got) do
-    if want[k] == nil then return path .. ": unexpected key " .. tostring(k) end
-  end
-  return nil
-end
-M.diff = diff
+-- Why got differs from want, strictly (subtypes, NaN, the sign of zero,
+-- table contents), or nil when they are the same value: the specs' own.
+M.diff = require("helpers.util").strict_diff
 
 function M.copy(v)
   if type(v) ~= "table" then return v end

@@ -32,33 +32,28 @@ describe("interoperability through redis", function()
       stores = { redis = { driver = "redis", port = server.port } } })
   end
 
-  it("writes standard MessagePack that Python's msgpack reads as an equal dict", function()
-    local cache = manager("msgpack")
-    assert.are.equal(true, cache:put("user", value, 10))
-    local out = python([[
-import sys, msgpack, redis
+  -- serializer -> what it is called in the test's name, and Python's decoding of the bytes
+  for _, case in ipairs({
+    { "msgpack", "standard MessagePack that Python's msgpack", "msgpack.unpackb(raw, raw=False)" },
+    { "json", "JSON that Python's json", "json.loads(raw)" },
+  }) do
+    local serializer, what, decode = case[1], case[2], case[3]
+    it("writes " .. what .. " reads as an equal dict", function()
+      local cache = manager(serializer)
+      assert.are.equal(true, cache:put("user", value, 10))
+      local out = python([[
+import sys, json, msgpack, redis
 r = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]))
-got = msgpack.unpackb(r.get("interop:user"), raw=False)
-expected = {"name": "Ada", "langs": ["lua", "c"], "admin": False, "score": 1.5,
-            "nested": {"deep": [1, {"x": "y"}]}, "n": 42}
-print("equal" if got == expected else "different: %r" % (got,))
-]], server.port)
-    assert.are.equal("equal\n", out)
-  end)
+raw = r.get("interop:user")
+got = ]] .. decode .. [[
 
-  it("writes JSON that Python's json reads as an equal dict", function()
-    local cache = manager("json")
-    assert.are.equal(true, cache:put("user", value, 10))
-    local out = python([[
-import sys, json, redis
-r = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]))
-got = json.loads(r.get("interop:user"))
 expected = {"name": "Ada", "langs": ["lua", "c"], "admin": False, "score": 1.5,
             "nested": {"deep": [1, {"x": "y"}]}, "n": 42}
 print("equal" if got == expected else "different: %r" % (got,))
 ]], server.port)
-    assert.are.equal("equal\n", out)
-  end)
+      assert.are.equal("equal\n", out)
+    end)
+  end
 
   it("reads what Python writes with msgpack", function()
     local out = python([[
