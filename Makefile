@@ -41,29 +41,24 @@ luajit: $(MODULE_JIT)
 
 $(OTHER_LUAS): %: build/%/cachy/core.so
 
-$(MODULES_OTHER): build/%/cachy/core.so: $(SRCS) $(HDRS)
-	@mkdir -p $(dir $@)
-	$(CC) $(ALLCFLAGS) -I/usr/include/$* -shared -o $@ $(SRCS) $(LIBS)
+# One rule per kind of build; LUA_HEADERS says which Lua each is for.
+$(MODULE): LUA_HEADERS = $(LUA_INC)
+$(MODULE_JIT): LUA_HEADERS = $(LUAJIT_INC)
+$(MODULES_OTHER): LUA_HEADERS = /usr/include/$(patsubst build/%/cachy/core.so,%,$@)
 
-$(MODULE): $(SRCS) $(HDRS)
+$(MODULE) $(MODULE_JIT) $(MODULES_OTHER): $(SRCS) $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALLCFLAGS) -I$(LUA_INC) -shared -o $@ $(SRCS) $(LIBS)
-
-$(MODULE_JIT): $(SRCS) $(HDRS)
-	@mkdir -p $(dir $@)
-	$(CC) $(ALLCFLAGS) -I$(LUAJIT_INC) -shared -o $@ $(SRCS) $(LIBS)
+	$(CC) $(ALLCFLAGS) -I$(LUA_HEADERS) -shared -o $@ $(SRCS) $(LIBS)
 
 # spec_process (spec/helpers/process.c): fork and wait for the specs, built
 # for the interpreters that run the server specs.
 SPEC_PROCESS = build/lua5.4/spec_process.so build/luajit/spec_process.so
+build/lua5.4/spec_process.so: LUA_HEADERS = $(LUA_INC)
+build/luajit/spec_process.so: LUA_HEADERS = $(LUAJIT_INC)
 
-build/lua5.4/spec_process.so: spec/helpers/process.c
+$(SPEC_PROCESS): spec/helpers/process.c
 	@mkdir -p $(dir $@)
-	$(CC) -std=gnu11 -fPIC -shared $(CFLAGS) -I$(LUA_INC) -o $@ $<
-
-build/luajit/spec_process.so: spec/helpers/process.c
-	@mkdir -p $(dir $@)
-	$(CC) -std=gnu11 -fPIC -shared $(CFLAGS) -I$(LUAJIT_INC) -o $@ $<
+	$(CC) -std=gnu11 -fPIC -shared $(CFLAGS) -I$(LUA_HEADERS) -o $@ $<
 
 $(MODULE_ASAN): $(SRCS) $(HDRS)
 	@mkdir -p $(dir $@)

@@ -126,10 +126,8 @@ static int open_store(cachy_store *s, cachy_error *err)
                         s->driver, s->name);
         return -1;
     }
-    if (inherited(s))
-        cachy_store_close(s);
     if (s->opened)
-        return 0;
+        cachy_store_close(s);       /* open in the parent (ensure_open): let it go */
     if (s->ops->open(s, err) != 0)
         return -1;
     s->opened = 1;
