@@ -21,7 +21,8 @@ typedef enum cachy_errcode {
     CACHY_ERANGE,    /* 64-bit overflow */
     CACHY_ETOOBIG,   /* value larger than the backend accepts */
     CACHY_ENOMEM,
-    CACHY_EIO        /* local I/O (disk full, permission denied) */
+    CACHY_EIO,       /* local I/O (disk full, permission denied) */
+    CACHY_EREFUSED   /* could not connect (set by the manager when open fails with ECONN) */
 } cachy_errcode;
 
 #define CACHY_ERRMSG_MAX 512
@@ -122,14 +123,17 @@ cachy_store *cachy_manager_add(cachy_manager *m, const char *name, const char *d
                                cachy_options *opts);
 cachy_store *cachy_manager_store(cachy_manager *m, const char *name);
 
+/* A store on its own, outside any manager (the Lua binding owns each one
+ * through a userdata); same arguments as cachy_manager_add. */
+cachy_store *cachy_store_new(const char *name, const char *driver, const cachy_store_ops *ops,
+                             const char *prefix, cachy_options *opts);
+void cachy_store_free(cachy_store *s);
+
 const char *cachy_store_name(const cachy_store *s);
 const char *cachy_store_driver(const cachy_store *s);      /* the configured name */
 const cachy_store_ops *cachy_store_ops_of(const cachy_store *s);
 const cachy_options *cachy_store_options(const cachy_store *s);
 void cachy_store_set_driver(cachy_store *s, const cachy_store_ops *ops);
-/* Context a driver written in a host language calls back into (a lua_State). */
-void cachy_store_set_host(cachy_store *s, void *host);
-void *cachy_store_host(const cachy_store *s);
 void cachy_store_close(cachy_store *s);
 
 /*
@@ -152,25 +156,6 @@ int cachy_put_many(cachy_store *s, const cachy_slice *keys, const cachy_slice *v
                    int64_t ttl_ms, cachy_error *err);                                  /* 0, -1 */
 int cachy_stats_of(cachy_store *s, cachy_stats *out, cachy_error *err);                /* 0, -1 (driver has none: EMISUSE) */
 int cachy_prune(cachy_store *s, cachy_error *err);                                     /* 0, -1 (driver has none: EMISUSE) */
-
-/* ---- tags (tags.c) ---------------------------------------------------- */
-
-/*
- * The key of `key` under the ordered tag list, into out; ns receives the
- * namespace (32 hex digits) for cachy_tags_recheck. Creates missing tag
- * versions. 0 ok, -1 error.
- */
-int cachy_tags_item_key(cachy_store *s, const cachy_slice *tags, size_t n, cachy_slice key,
-                        cachy_buf *out, char ns[33], cachy_error *err);
-/* Before a tagged write: record item_key under each tag's version. 0, -1 */
-int cachy_tags_record(cachy_store *s, const cachy_slice *tags, size_t n, cachy_slice item_key,
-                      int64_t ttl_ms, cachy_error *err);
-/* After a tagged write: if a flush moved the namespace meanwhile, remove
- * what was written. 0 kept, 1 removed, -1 error. */
-int cachy_tags_recheck(cachy_store *s, const cachy_slice *tags, size_t n, cachy_slice item_key,
-                       const char ns[33], cachy_error *err);
-/* Bumps each tag's version and deletes what the old version recorded. 0, -1 */
-int cachy_tags_flush(cachy_store *s, const cachy_slice *tags, size_t n, cachy_error *err);
 
 /* ---- helpers for drivers ----------------------------------------------- */
 

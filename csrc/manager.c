@@ -37,7 +37,7 @@ void cachy_store_close(cachy_store *s)
     s->impl = NULL;
 }
 
-static void store_free(cachy_store *s)
+void cachy_store_free(cachy_store *s)
 {
     cachy_store_close(s);
     free(s->name);
@@ -61,9 +61,30 @@ void cachy_manager_free(cachy_manager *m)
     if (m == NULL)
         return;
     for (i = 0; i < m->n; i++)
-        store_free(m->stores[i]);
+        cachy_store_free(m->stores[i]);
     free(m->stores);
     free(m);
+}
+
+cachy_store *cachy_store_new(const char *name, const char *driver, const cachy_store_ops *ops,
+                             const char *prefix, cachy_options *opts)
+{
+    cachy_store *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->name = strdup(name);
+    s->driver = strdup(driver);
+    s->prefix = strdup(prefix ? prefix : "");
+    if (!s->name || !s->driver || !s->prefix) {
+        cachy_store_free(s);
+        return NULL;
+    }
+    s->prefix_len = strlen(s->prefix);
+    s->ops = ops;
+    s->opts = *opts;
+    opts->items = NULL;
+    opts->n = 0;
+    return s;
 }
 
 cachy_store *cachy_manager_add(cachy_manager *m, const char *name, const char *driver,
@@ -75,21 +96,9 @@ cachy_store *cachy_manager_add(cachy_manager *m, const char *name, const char *d
     if (stores == NULL)
         return NULL;
     m->stores = stores;
-    s = calloc(1, sizeof *s);
+    s = cachy_store_new(name, driver, ops, prefix, opts);
     if (s == NULL)
         return NULL;
-    s->name = strdup(name);
-    s->driver = strdup(driver);
-    s->prefix = strdup(prefix ? prefix : "");
-    if (!s->name || !s->driver || !s->prefix) {
-        store_free(s);
-        return NULL;
-    }
-    s->prefix_len = strlen(s->prefix);
-    s->ops = ops;
-    s->opts = *opts;
-    opts->items = NULL;
-    opts->n = 0;
     m->stores[m->n++] = s;
     return s;
 }
@@ -107,8 +116,6 @@ const char *cachy_store_name(const cachy_store *s) { return s->name; }
 const char *cachy_store_driver(const cachy_store *s) { return s->driver; }
 const cachy_store_ops *cachy_store_ops_of(const cachy_store *s) { return s->ops; }
 const cachy_options *cachy_store_options(const cachy_store *s) { return &s->opts; }
-void cachy_store_set_host(cachy_store *s, void *host) { s->host = host; }
-void *cachy_store_host(const cachy_store *s) { return s->host; }
 
 void cachy_store_set_driver(cachy_store *s, const cachy_store_ops *ops)
 {
@@ -128,8 +135,11 @@ static int open_store(cachy_store *s, cachy_error *err)
     }
     if (s->opened)
         cachy_store_close(s);       /* open in the parent (ensure_open): let it go */
-    if (s->ops->open(s, err) != 0)
+    if (s->ops->open(s, err) != 0) {
+        if (err->code == CACHY_ECONN)
+            err->code = CACHY_EREFUSED;
         return -1;
+    }
     s->opened = 1;
     if (s->ops->disown)
         s->pid = getpid();
@@ -151,7 +161,8 @@ static inline int ensure_open(cachy_store *s, cachy_error *err)
  * not be read as the answer to a later command. */
 static int after(cachy_store *s, int rc, const cachy_error *err)
 {
-    if (rc < 0 && (err->code == CACHY_ECONN || err->code == CACHY_ETIMEOUT))
+    if (rc < 0 && (err->code == CACHY_ECONN || err->code == CACHY_EREFUSED ||
+                   err->code == CACHY_ETIMEOUT))
         cachy_store_close(s);
     return rc;
 }

@@ -78,7 +78,6 @@ struct cachy_store {
     size_t prefix_len;
     char address[128];            /* for error messages ("127.0.0.1:6379"), "" if none */
     cachy_options opts;
-    void *host;                   /* host-language context (store_lua) */
     cachy_buf keybuf;             /* scratch for prefixed keys */
 };
 

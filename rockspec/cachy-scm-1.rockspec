@@ -26,11 +26,18 @@ build = {
   type = "builtin",
   modules = {
     cachy = "lua/cachy/init.lua",
+    ["cachy.compat"] = "lua/cachy/compat.lua",
+    ["cachy.decorator"] = "lua/cachy/decorator.lua",
+    ["cachy.luastore"] = "lua/cachy/luastore.lua",
+    ["cachy.manager"] = "lua/cachy/manager.lua",
+    ["cachy.repository"] = "lua/cachy/repository.lua",
+    ["cachy.tags"] = "lua/cachy/tags.lua",
+    ["cachy.values"] = "lua/cachy/values.lua",
     ["cachy.core"] = {
       sources = {
-        "csrc/lcachy.c", "csrc/lcachy_repo.c", "csrc/lcachy_decorate.c", "csrc/lcachy_value.c",
-        "csrc/lcachy_scope.c", "csrc/codec.c", "csrc/manager.c", "csrc/drivers.c", "csrc/util.c",
-        "csrc/hash.c", "csrc/tags.c", "csrc/store_memory.c", "csrc/store_null.c", "csrc/store_lua.c",
+        "csrc/lcachy.c", "csrc/lcachy_store.c", "csrc/lcachy_fast.c", "csrc/lcachy_ttl.c",
+        "csrc/codec.c", "csrc/manager.c", "csrc/drivers.c", "csrc/util.c",
+        "csrc/hash.c", "csrc/store_memory.c", "csrc/store_null.c",
         "csrc/store_file.c", "csrc/store_redis.c", "csrc/store_memcached.c",
       },
       defines = { "_GNU_SOURCE" },

@@ -1,7 +1,8 @@
 -- cachy: one cache manager, named stores, the same semantics on every store.
 -- This module validates the configuration (so a typo is named where it is
--- made) and hands it to the C core, which does the rest.
+-- made) and makes the manager (cachy.manager).
 local core = require("cachy.core")
+local manager = require("cachy.manager")
 
 local M = { _VERSION = "cachy scm" }
 
@@ -129,7 +130,7 @@ end
 function M.new(config)
   local ok, valid = pcall(validate, config)
   if not ok then error(valid, 2) end
-  return core.new(valid, { json = json_serializer() })
+  return manager.new(valid, { json = json_serializer() })
 end
 
 M.CacheManager = M.new

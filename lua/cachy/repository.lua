@@ -1,0 +1,461 @@
+-- cachy.repository: the methods of a store's repository (SPEC section 3),
+-- on any store: a C store's handle or a store written in Lua, both
+-- speaking bytes (cachy.luastore has the interface). The functions a
+-- caller passes (a get default, remember's function) are called here, in
+-- Lua, so they may yield. When the store is a C store, the serializer
+-- MessagePack and the repository untagged, the methods that call no user
+-- code are replaced by C functions doing the same in one call
+-- (lcachy_fast.c); the behaviour suite runs both.
+local core = require("cachy.core")
+local compat = require("cachy.compat")
+local values = require("cachy.values")
+local tags = require("cachy.tags")
+local luastore = require("cachy.luastore")
+
+local pack, unpack, is_integer = compat.pack, compat.unpack, compat.is_integer
+local argerror, typename, check_key, check_ttl = values.argerror, values.typename, values.key, values.ttl
+local encode, decode = values.encode, values.decode
+local value_root = core.value_root
+
+local Repository = {}
+Repository.__index = Repository
+
+-- The methods bound from C when the store allows (see the top).
+local FAST = { "has", "put", "add", "forever", "forget", "increment", "decrement",
+               "flush", "many", "put_many" }
+
+local M = { Repository = Repository }
+
+-- A repository of the store `name` of manager state `ms`; `tag_list` for a
+-- tagged one (then `base` is the untagged repository it shares a store with).
+function M.new(ms, name, config, base, tag_list)
+  local r = {}
+  local addr = tostring(r):match("0x%x+") or tostring(r):match("[%x]+$")
+  setmetatable(r, Repository)
+  r._repo = r
+  r._ms = ms
+  r._name = name
+  r._config = config
+  r._base = base or r
+  r._tags = tag_list
+  local sname = config.serializer or ms.serializer
+  r._serializer_name = sname
+  r._tostring = string.format("cachy.Repository '%s' (%s)", name, addr)
+  return r
+end
+
+-- ---- the store behind the repository -------------------------------------
+
+-- Resolves the driver on first use (extend may come after new): a
+-- registered Lua driver, else a built-in one. Raises for neither.
+function Repository:_store()
+  local base = self._base
+  local st = base._st
+  if st then return st end
+  local ms, config, name = self._ms, self._config, self._name
+  local driver = config.driver
+  local prefix = config.prefix or ms.prefix
+  local factory = ms.drivers[driver]
+  if factory then
+    st = luastore.new(name, driver, prefix, config, factory)
+  else
+    st = core.open(name, driver, prefix, config)
+    if st == nil then
+      error("cache driver '" .. driver .. "' is not supported (store '" .. name .. "')", 3)
+    end
+  end
+  local sname = base._serializer_name
+  if sname ~= "msgpack" then
+    local ser = ms.serializers[sname]
+    if ser == nil then
+      error("serializer '" .. sname .. "' of store '" .. name .. "' is not registered", 3)
+    end
+    base._serializer = ser
+  end
+  base._st = st
+  if factory == nil and sname == "msgpack" then
+    ms.bind(base, core.bind(st, ms.default_ms))
+  end
+  return st
+end
+
+function Repository:_describe()
+  return self:_store():describe()
+end
+
+-- Installs the C functions of `fast` as own fields of the repository (and
+-- of the manager, for the default store): they answer before the Lua
+-- methods of the metatable.
+function M.install(target, fast)
+  for i = 1, #FAST do target[FAST[i]] = fast[FAST[i]] end
+  target._fast = fast
+  local fget = fast.get
+  -- get stays in Lua: a function default is called here, not from C.
+  target.get = function(self, ...)
+    local v, err, code, call_default = fget(self, ...)
+    if call_default then return (select(2, ...))() end
+    if err == nil then return v end
+    return nil, err, code
+  end
+end
+
+-- ---- store operations in the repository's tag namespace -------------------
+
+-- Each returns what the store's bytes method does.
+function Repository:_get(key)
+  local st = self:_store()
+  local t = self._tags
+  if t == nil then return st:get(key) end
+  local ikey, err, code = tags.item_key(st, t, key)
+  if ikey == nil then return nil, err, code end
+  return st:get(ikey)
+end
+
+function Repository:_forget(key)
+  local st = self:_store()
+  local t = self._tags
+  if t == nil then return st:forget(key) end
+  local ikey, err, code = tags.item_key(st, t, key)
+  if ikey == nil then return nil, err, code end
+  return st:forget(ikey)
+end
+
+-- put (is_add false) or add; tagged writes are recorded first and checked
+-- against a racing flush after (cachy.tags).
+function Repository:_write(key, bytes, ms, is_add)
+  local st = self:_store()
+  local t = self._tags
+  if t == nil then
+    if is_add then return st:add(key, bytes, ms) end
+    return st:put(key, bytes, ms)
+  end
+  local ikey, ns, code = tags.item_key(st, t, key)
+  if ikey == nil then return nil, ns, code end
+  local ok, err
+  ok, err, code = tags.record(st, t, ikey, ms)
+  if not ok then return nil, err, code end
+  if is_add then ok, err, code = st:add(ikey, bytes, ms) else ok, err, code = st:put(ikey, bytes, ms) end
+  if ok == nil then return nil, err, code end
+  local moved
+  moved, err, code = tags.recheck(st, t, ikey, ns)
+  if moved == nil then return nil, err, code end
+  if moved and is_add then return false end
+  return ok
+end
+
+function Repository:_incr(key, by)
+  local st = self:_store()
+  local t = self._tags
+  if t == nil then return st:incr(key, by, key) end
+  local ikey, ns, code = tags.item_key(st, t, key)
+  if ikey == nil then return nil, ns, code end
+  -- record a counter once, when it is created, not at every step
+  local old, err
+  old, err, code = st:get(ikey)
+  if err then return nil, err, code end
+  if old == nil then
+    local ok
+    ok, err, code = tags.record(st, t, ikey, 0)
+    if not ok then return nil, err, code end
+  end
+  local v
+  v, err, code = st:incr(ikey, by, key)
+  if v == nil then return nil, err, code end
+  local moved
+  moved, err, code = tags.recheck(st, t, ikey, ns)
+  if moved == nil then return nil, err, code end
+  return v
+end
+
+-- ---- reads ----------------------------------------------------------------
+
+-- The value under key: true, value on a hit; false on a miss; nil, err, code.
+function Repository:_fetch(key)
+  local bytes, err, code = self:_get(key)
+  if bytes == nil then
+    if err then return nil, err, code end
+    return false
+  end
+  return decode(self, key, bytes)
+end
+
+local function check_self(self, method)
+  if type(self) ~= "table" or self._repo == nil then
+    argerror(1, method, "cache repository expected (use a colon: cache:" .. method .. "(key))", 2)
+  end
+  return self._repo
+end
+
+function Repository.get(self, ...)
+  self = check_self(self, "get")
+  local key, default = ...
+  key = check_key(key, 1, "get", select("#", ...), 1)
+  local found, v, code = self:_fetch(key)
+  if found then return v end
+  if found == nil then return nil, v, code end
+  if type(default) == "function" then return default() end
+  return default
+end
+
+function Repository.has(self, ...)
+  self = check_self(self, "has")
+  local key = check_key((...), 1, "has", select("#", ...), 1)
+  local bytes, err, code = self:_get(key)
+  if err then return nil, err, code end
+  return bytes ~= nil
+end
+
+function Repository.pull(self, ...)
+  self = check_self(self, "pull")
+  local key, default = ...
+  key = check_key(key, 1, "pull", select("#", ...), 1)
+  local found, v, code = self:_fetch(key)
+  if found == nil then return nil, v, code end
+  if not found then
+    if type(default) == "function" then return default() end
+    return default
+  end
+  local _, err
+  _, err, code = self:_forget(key)
+  if err then return nil, err, code end
+  return v
+end
+
+function Repository.many(self, keys)
+  self = check_self(self, "many")
+  if type(keys) ~= "table" then argerror(1, "many", "table expected, got " .. typename(keys, 1, 1), 1) end
+  local n, ks = #keys, {}
+  for i = 1, n do ks[i] = check_key(keys[i], 1, "many", 1, 1) end
+  local out = {}
+  if n == 0 then return out end
+  if self._tags then
+    for i = 1, n do
+      local found, v, code = self:_fetch(ks[i])
+      if found == nil then return nil, v, code end
+      if found then out[keys[i]] = v end
+    end
+    return out
+  end
+  local got, err, code = self:_store():many(ks)
+  if got == nil then return nil, err, code end
+  for i = 1, n do
+    local bytes = got[i]
+    if bytes ~= nil then
+      local ok, v, c = decode(self, ks[i], bytes)
+      if not ok then return nil, v, c end
+      out[keys[i]] = v
+    end
+  end
+  return out
+end
+
+-- ---- writes ---------------------------------------------------------------
+
+local function write(self, method, key, value, ms, is_add)
+  local bytes, err, code = encode(self, value, 2, method, "value", 2)
+  if ms == false then
+    local _
+    _, err, code = self:_forget(key)
+    if err then return nil, err, code end
+    return false
+  end
+  if bytes == nil then return nil, err, code end
+  local ok
+  ok, err, code = self:_write(key, bytes, ms, is_add)
+  if ok == nil then return nil, err, code end
+  if is_add then return ok end
+  return true
+end
+
+function Repository.put(self, ...)
+  self = check_self(self, "put")
+  local key, value, ttl = ...
+  local n = select("#", ...)
+  key = check_key(key, 1, "put", n, 1)
+  if n < 2 then argerror(2, "put", "value expected", 1) end
+  return write(self, "put", key, value, check_ttl(ttl, self._ms.default_ms, 3, "put", 1), false)
+end
+
+function Repository.add(self, ...)
+  self = check_self(self, "add")
+  local key, value, ttl = ...
+  local n = select("#", ...)
+  key = check_key(key, 1, "add", n, 1)
+  if n < 2 then argerror(2, "add", "value expected", 1) end
+  return write(self, "add", key, value, check_ttl(ttl, self._ms.default_ms, 3, "add", 1), true)
+end
+
+function Repository.forever(self, ...)
+  self = check_self(self, "forever")
+  local key, value = ...
+  local n = select("#", ...)
+  key = check_key(key, 1, "forever", n, 1)
+  if n < 2 then argerror(2, "forever", "value expected", 1) end
+  return write(self, "forever", key, value, 0, false)
+end
+
+function Repository.forget(self, ...)
+  self = check_self(self, "forget")
+  local key = check_key((...), 1, "forget", select("#", ...), 1)
+  local removed, err, code = self:_forget(key)
+  if removed == nil then return nil, err, code end
+  return removed
+end
+
+local function step(self, method, sign, ...)
+  local key, by = ...
+  key = check_key(key, 1, method, select("#", ...), 2)
+  if by == nil then
+    by = 1
+  elseif not is_integer(by) then
+    argerror(2, method, "n must be an integer", 2)
+  end
+  if sign < 0 then
+    if by == math.mininteger then
+      return nil, self:_describe() .. ": decrement of key '" .. core.quote_key(key)
+        .. "' overflows 64 bits", "overflow"
+    end
+    by = -by
+  end
+  return self:_incr(key, by)
+end
+
+function Repository.increment(self, ...)
+  return step(check_self(self, "increment"), "increment", 1, ...)
+end
+
+function Repository.decrement(self, ...)
+  return step(check_self(self, "decrement"), "decrement", -1, ...)
+end
+
+function Repository.put_many(self, tbl, ttl)
+  self = check_self(self, "put_many")
+  if type(tbl) ~= "table" then argerror(1, "put_many", "table expected, got " .. typename(tbl, 1, 1), 1) end
+  local ms = check_ttl(ttl, self._ms.default_ms, 2, "put_many", 1)
+  local keys, vals, n = {}, {}, 0
+  for k, v in pairs(tbl) do
+    n = n + 1
+    keys[n] = check_key(k, 1, "put_many", 1, 1)
+    local bytes, err, code = encode(self, v, 1, "put_many", value_root(keys[n]), 1)
+    if bytes == nil then return nil, err, code end
+    vals[n] = bytes
+  end
+  if n == 0 then return true end
+  if ms == false then
+    for i = 1, n do
+      local _, err, code = self:_forget(keys[i])
+      if err then return nil, err, code end
+    end
+    return false
+  end
+  if self._tags then
+    for i = 1, n do
+      local ok, err, code = self:_write(keys[i], vals[i], ms, false)
+      if not ok then return nil, err, code end
+    end
+    return true
+  end
+  local ok, err, code = self:_store():put_many(keys, vals, ms)
+  if not ok then return nil, err, code end
+  return true
+end
+
+function Repository.flush(self)
+  self = check_self(self, "flush")
+  local st = self:_store()
+  local ok, err, code
+  if self._tags then ok, err, code = tags.flush(st, self._tags) else ok, err, code = st:flush() end
+  if not ok then return nil, err, code end
+  return true
+end
+
+function Repository.stats(self)
+  return check_self(self, "stats"):_store():stats()
+end
+
+function Repository.prune(self)
+  return check_self(self, "prune"):_store():prune()
+end
+
+-- ---- remember ---------------------------------------------------------------
+
+-- On a hit the value; else fn's value, stored with ms (false: not
+-- stored). fn may yield. The store failing: fn's value and why it was
+-- not cached; fn's nil, err: returned, nothing stored.
+local function remember(self, method, key, ms, fn)
+  local found, v, code = self:_fetch(key)
+  if found then return v end
+  local value, ferr = fn()
+  if found == nil then return value, v end
+  if value == nil then
+    if ferr == nil then return nil end
+    return nil, ferr
+  end
+  if ms == false then return value end
+  local bytes, err
+  bytes, err = encode(self, value, 1, method, "value", 2)
+  if bytes ~= nil then
+    local ok
+    ok, err = self:_write(key, bytes, ms, false)
+    if ok then return value end
+  end
+  return value, err
+end
+
+local function check_fn(fn, n, method, given)
+  if type(fn) ~= "function" then
+    argerror(n, method, "function expected, got " .. typename(fn, n, given), 2)
+  end
+end
+
+function Repository.remember(self, ...)
+  self = check_self(self, "remember")
+  local key, ttl, fn = ...
+  local n = select("#", ...)
+  key = check_key(key, 1, "remember", n, 1)
+  local ms = check_ttl(ttl, self._ms.default_ms, 2, "remember", 1)
+  check_fn(fn, 3, "remember", n)
+  return remember(self, "remember", key, ms, fn)
+end
+
+-- remember_forever(key, fn), or (key, ttl, fn) with the ttl ignored.
+function Repository.remember_forever(self, ...)
+  self = check_self(self, "remember_forever")
+  local key, a, b = ...
+  local n = select("#", ...)
+  key = check_key(key, 1, "remember_forever", n, 1)
+  local fn, fn_n = a, 2
+  if b ~= nil then fn, fn_n = b, 3 end
+  check_fn(fn, fn_n, "remember_forever", n)
+  return remember(self, "remember_forever", key, 0, fn)
+end
+
+-- ---- tags ---------------------------------------------------------------------
+
+-- tags("a", "b") or tags({ "a", "b" }): a repository whose items live in
+-- those tags' namespace (cachy.tags).
+function Repository.tags(self, ...)
+  self = check_self(self, "tags")
+  local n, list = select("#", ...), nil
+  local from_list = n == 1 and type((...)) == "table"
+  local names = from_list and (...) or { ... }
+  local count = from_list and #names or n
+  list = {}
+  for i = 1, count do
+    local t = names[i]
+    local tt = type(t)
+    if (tt ~= "string" and tt ~= "number") or tostring(t) == "" then
+      argerror(from_list and 1 or i, "tags", "tag names must be non-empty strings", 1)
+    end
+    list[i] = tostring(t)
+  end
+  if count == 0 then argerror(1, "tags", "at least one tag is needed", 1) end
+  local base = self._base
+  return M.new(self._ms, base._name, base._config, base, list)
+end
+
+function Repository:__tostring()
+  return self._tostring
+end
+
+return M

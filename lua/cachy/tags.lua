@@ -1,0 +1,138 @@
+-- cachy.tags: tagged items by namespace versioning, on any store, through
+-- the store's bytes interface (so a store written in Lua may yield here).
+--
+-- Each tag has a version kept in the store itself. A tagged item lives
+-- under a hash of its ordered tags' versions, so bumping one tag's version
+-- (flush) makes every item written under it unreachable at once. So that
+-- unreachable items do not pile up on stores that never evict, every write
+-- is also recorded under each tag's current version (a counter and one
+-- slot per write, with the item's lifetime); a flush deletes what the old
+-- version recorded.
+--
+-- A write racing a flush: the writer records before it writes and reads
+-- the versions again after; the flusher bumps before it deletes. Either
+-- the flusher sees the record (and deletes the item, or the writer's
+-- recheck does when the item lands after the deletion), or the writer
+-- sees the new version and removes what it wrote. No item survives the
+-- flush under the old namespace.
+local core = require("cachy.core")
+
+local hash, parse_int, fresh_version = core.hash, core.parse_int, core.fresh_version
+
+local M = {}
+
+local function tag_key(tag, suffix)
+  return "cachy:tag:" .. hash(tag):sub(1, 16) .. ":" .. suffix
+end
+
+-- The tag's current version; a missing one is created when `create`, else 0.
+local function version(st, tag, create)
+  local key = tag_key(tag, "version")
+  for _ = 1, 3 do
+    local bytes, err, code = st:get(key)
+    if err then return nil, err, code end
+    if bytes ~= nil then
+      local v = parse_int(bytes)
+      if v then return v end
+      -- not ours to read: a foreign value under our key; replace it
+      local _, ferr, fcode = st:forget(key)
+      if ferr then return nil, ferr, fcode end
+    elseif not create then
+      return 0
+    else
+      local fresh = fresh_version(tag)
+      local added, aerr, acode = st:add(key, string.format("%d", fresh), 0)
+      if aerr then return nil, aerr, acode end
+      if added then return fresh end
+      -- another writer created it first: read theirs
+    end
+  end
+  return nil, st:describe() .. ": tag version keeps changing", "backend"
+end
+
+-- The namespace of an ordered tag list: a hash of the versions.
+local function namespace(st, tags)
+  local parts = {}
+  for i = 1, #tags do
+    local v, err, code = version(st, tags[i], true)
+    if v == nil then return nil, err, code end
+    parts[i] = string.format("%d|", v)
+  end
+  return hash(table.concat(parts))
+end
+
+-- The key the store sees for key under tags, and the namespace it was made in.
+function M.item_key(st, tags, key)
+  local ns, err, code = namespace(st, tags)
+  if ns == nil then return nil, err, code end
+  return "cachy:tagged:" .. ns .. ":" .. key, ns
+end
+
+-- Before a tagged write: record item_key under each tag's version.
+function M.record(st, tags, item_key, ms)
+  for i = 1, #tags do
+    local v, err, code = version(st, tags[i], true)
+    if v == nil then return nil, err, code end
+    local slot
+    slot, err, code = st:incr(tag_key(tags[i], string.format("%d:count", v)), 1)
+    if slot == nil then return nil, err, code end
+    local ok
+    ok, err, code = st:put(tag_key(tags[i], string.format("%d:%d", v, slot)), item_key, ms)
+    if not ok then return nil, err, code end
+  end
+  return true
+end
+
+-- After a tagged write: if a flush moved the namespace meanwhile, remove
+-- what was written. false kept, true removed, or nil, err, code.
+function M.recheck(st, tags, item_key, ns)
+  local now, err, code = namespace(st, tags)
+  if now == nil then return nil, err, code end
+  if now == ns then return false end
+  local _, ferr, fcode = st:forget(item_key)
+  if ferr then return nil, ferr, fcode end
+  return true
+end
+
+-- Deletes what the tag's version v recorded.
+local function drop_records(st, tag, v)
+  local count_key = tag_key(tag, string.format("%d:count", v))
+  local bytes, err, code = st:get(count_key)
+  if err then return nil, err, code end
+  local count = bytes and parse_int(bytes) or 0
+  for i = 1, count do
+    local slot = tag_key(tag, string.format("%d:%d", v, i))
+    local item
+    item, err, code = st:get(slot)
+    if err then return nil, err, code end
+    if item then
+      local _, ferr, fcode = st:forget(item)
+      if ferr then return nil, ferr, fcode end
+    end
+    local _, ferr, fcode = st:forget(slot)
+    if ferr then return nil, ferr, fcode end
+  end
+  local _, ferr, fcode = st:forget(count_key)
+  if ferr then return nil, ferr, fcode end
+  return true
+end
+
+-- Bumps each tag's version and deletes what the old version recorded.
+function M.flush(st, tags)
+  for i = 1, #tags do
+    local v, err, code = version(st, tags[i], false)
+    if v == nil then return nil, err, code end
+    if v ~= 0 then      -- 0: never written, nothing to flush
+      -- bump first: writes from now on go to the new namespace
+      local bumped
+      bumped, err, code = st:incr(tag_key(tags[i], "version"), 1)
+      if bumped == nil then return nil, err, code end
+      local ok
+      ok, err, code = drop_records(st, tags[i], v)
+      if not ok then return nil, err, code end
+    end
+  end
+  return true
+end
+
+return M

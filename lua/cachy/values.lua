@@ -1,0 +1,87 @@
+-- cachy.values: what the library accepts as keys, lifetimes and values,
+-- and how a value becomes bytes and back through a store's serializer.
+-- Misuse raises "bad argument #N to 'method' (...)" at the caller's line.
+local core = require("cachy.core")
+local compat = require("cachy.compat")
+
+local pcall, is_integer = compat.pcall, compat.is_integer
+local encode, decode, parse_int, quote_key = core.encode, core.decode, core.parse_int, core.quote_key
+local ttl_of = core.ttl
+
+local M = {}
+
+-- Raises at `level` above the function calling this one (1: its caller).
+function M.argerror(n, method, msg, level)
+  error("bad argument #" .. n .. " to '" .. method .. "' (" .. msg .. ")", level + 2)
+end
+local argerror = M.argerror
+
+-- The type of argument i of n given, as Lua's messages name it.
+function M.typename(v, i, n)
+  if v == nil and i > n then return "no value" end
+  return type(v)
+end
+
+-- A key (argument n of method) as a string; raises for anything else.
+function M.key(key, n, method, given, level)
+  local t = type(key)
+  if t == "string" then
+    if key ~= "" then return key end
+    argerror(n, method, "key must not be empty", level + 1)
+  elseif t == "number" then
+    return tostring(key)
+  end
+  argerror(n, method, "key must be a non-empty string or a number, got "
+    .. M.typename(key, n, given or n), level + 1)
+end
+
+-- A lifetime argument: milliseconds (0 = forever), or false when it is
+-- already over; nil uses default_ms.
+function M.ttl(v, default_ms, n, method, level)
+  local ms, why = ttl_of(v, default_ms)
+  if ms == nil then argerror(n, method, why, level + 1) end
+  return ms
+end
+
+-- The bytes of value for repository r; raises when it cannot be stored
+-- (MessagePack is the check of what can be stored, whatever the
+-- serializer); a user serializer's failure returns nil, err, code.
+function M.encode(r, value, n, method, root, level)
+  if value == nil then
+    argerror(n, method, "nil cannot be stored; use forget to remove a key", level + 1)
+  end
+  local bytes, why = encode(value, root or "value")
+  if bytes == nil then argerror(n, method, why, level + 1) end
+  r:_store()      -- the serializer is looked up with the driver
+  local ser = r._base._serializer
+  if ser == nil or is_integer(value) then return bytes end
+  local ok, text = pcall(ser.serialize, value)
+  if not ok or type(text) ~= "string" then
+    return nil, r:_describe() .. ": serializer '" .. r._serializer_name .. "' failed: "
+      .. (ok and "it did not return a string" or tostring(text)), "corrupt"
+  end
+  return text
+end
+
+local function corrupt(r, key, why)
+  return nil, r:_describe() .. ": value of key '" .. quote_key(key) .. "' cannot be decoded: "
+    .. tostring(why), "corrupt"
+end
+M.corrupt = corrupt
+
+-- The value held in bytes read for key: true, value; or nil, err, code.
+function M.decode(r, key, bytes)
+  local ser = r._base._serializer
+  if ser == nil then
+    local ok, v = decode(bytes)
+    if ok then return true, v end
+    return corrupt(r, key, v)
+  end
+  local iv = parse_int(bytes)
+  if iv then return true, iv end
+  local ok, v = pcall(ser.unserialize, bytes)
+  if ok then return true, v end
+  return corrupt(r, key, v or "unserialize failed")
+end
+
+return M

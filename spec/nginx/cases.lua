@@ -1,0 +1,376 @@
+-- spec/nginx/cases.lua: the nginx suite's cases (SPEC sections 10 and 11),
+-- run inside an nginx worker by spec/nginx/runner.lua, one request per case.
+-- Every user callback here yields: ngx.sleep and cosocket round trips to
+-- the test redis-server. A case raises (through check/eq) to fail.
+local cachy = require("cachy")
+local resp = require("resp")
+local resty_store = require("resty_store")
+
+local M = { list = {} }
+
+local function case(name, fn)
+  M.list[#M.list + 1] = { name = name, fn = fn }
+end
+
+local function port()
+  return assert(tonumber(ngx.var.redis_port), "$redis_port is not set")
+end
+
+-- One command to the test Redis on a pooled cosocket; raises on failure.
+local function redis(...)
+  local v, err = resp.command("127.0.0.1", port(), ...)
+  if err then error(err, 2) end
+  return v
+end
+
+local function show(v)
+  if type(v) == "string" then return string.format("%q", v) end
+  if type(v) ~= "table" then return tostring(v) end
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  local parts = {}
+  for _, k in ipairs(keys) do parts[#parts + 1] = tostring(k) .. "=" .. show(v[k]) end
+  return "{" .. table.concat(parts, ", ") .. "}"
+end
+
+local function same(a, b)
+  if type(a) ~= "table" or type(b) ~= "table" then return a == b end
+  for k, v in pairs(a) do if not same(v, b[k]) then return false end end
+  for k in pairs(b) do if a[k] == nil then return false end end
+  return true
+end
+
+local function eq(got, want, what)
+  if not same(got, want) then
+    error(string.format("%s: expected %s, got %s", what, show(want), show(got)), 2)
+  end
+end
+
+local function check(cond, what, ...)
+  if not cond then error(string.format(what, ...), 2) end
+end
+
+-- A yielding callback: sleeps, then counts its run on the server (INCR) and
+-- pings it; returns { tag, n (server-side run count), pong }.
+local function yielding(tag, counter)
+  return function(...)
+    counter.calls = counter.calls + 1
+    ngx.sleep(0.01)
+    local n = redis("INCR", "nginx-spec:runs:" .. tag)
+    local pong = redis("PING")
+    return { tag = tag, n = n, pong = pong, args = { ... } }
+  end
+end
+
+local function fresh_counter(tag)
+  redis("DEL", "nginx-spec:runs:" .. tag)
+  return { calls = 0 }
+end
+
+local function memory_cache()
+  return cachy.new({ prefix = "mem:", stores = { memory = { driver = "memory" } } })
+end
+
+-- A manager whose only store is the Lua store over cosockets, flushed.
+local function resty_cache()
+  local cache = cachy.new({
+    prefix = "rs:",
+    stores = { main = { driver = "resty", host = "127.0.0.1", port = port(), timeout = 2 } },
+  })
+  cache:extend("resty", resty_store.factory)
+  check(cache:flush() == true, "flush of the resty store failed")
+  return cache
+end
+
+-- (a) the decorator ------------------------------------------------------
+
+local function decorator_cases(label, make_cache, opts)
+  case(label .. "decorator: a body that sleeps and does a cosocket round trip gives its result",
+    function()
+      local counter = fresh_counter("deco-a")
+      local f = make_cache()(yielding("deco-a", counter), opts("ka"))
+      local v = f(7)
+      eq(v, { tag = "deco-a", n = 1, pong = "PONG", args = { 7 } }, "f(7)")
+      eq(counter.calls, 1, "body runs")
+    end)
+
+  case(label .. "decorator: the second call is a hit, other arguments run the body", function()
+    local counter = fresh_counter("deco-b")
+    local f = make_cache()(yielding("deco-b", counter), opts("kb"))
+    local v1 = f(7)
+    local v2 = f(7)
+    eq(counter.calls, 1, "body runs after two calls with 7")
+    eq(v2, v1, "second f(7)")
+    eq(redis("GET", "nginx-spec:runs:deco-b"), "1", "server-side run count")
+    local v3 = f(8)
+    eq(counter.calls, 2, "body runs after f(8)")
+    eq(v3.args, { 8 }, "f(8) args")
+    eq(v3.n, 2, "f(8) server-side count")
+  end)
+
+  case(label .. "decorator: nil, err after a yield is returned and not cached", function()
+    local calls = 0
+    local f = make_cache()(function(id)
+      calls = calls + 1
+      ngx.sleep(0.005)
+      redis("PING")
+      return nil, "not found " .. id
+    end, opts("kc"))
+    local a, b = f(1)
+    eq({ a, b }, { nil, "not found 1" }, "f(1)")
+    a, b = f(1)
+    eq({ a, b }, { nil, "not found 1" }, "f(1) again")
+    eq(calls, 2, "body runs")
+  end)
+end
+
+decorator_cases("memory store: ", memory_cache, function(k) return { key = k, minutes = 1 } end)
+
+-- (b) remember and get's function default ---------------------------------
+
+local function remember_cases(label, make_cache)
+  case(label .. "remember: a yielding fn gives its result, stored, run once", function()
+    local cache = make_cache()
+    local counter = fresh_counter("rem")
+    local fn = yielding("rem", counter)
+    local v = cache:remember("r1", 1, fn)
+    eq(v, { tag = "rem", n = 1, pong = "PONG", args = {} }, "remember")
+    eq(cache:get("r1"), v, "get after remember")
+    local v2 = cache:remember("r1", 1, fn)
+    eq(v2, v, "second remember")
+    eq(counter.calls, 1, "fn runs")
+  end)
+
+  case(label .. "remember_forever: a yielding fn gives its result, run once", function()
+    local cache = make_cache()
+    local counter = fresh_counter("remf")
+    local fn = yielding("remf", counter)
+    local v = cache:remember_forever("rf", fn)
+    eq(v and v.n, 1, "remember_forever n")
+    eq(cache:remember_forever("rf", fn), v, "second remember_forever")
+    eq(counter.calls, 1, "fn runs")
+  end)
+
+  case(label .. "remember: a yielding fn returning nil, err stores nothing", function()
+    local cache = make_cache()
+    local a, b = cache:remember("r2", 1, function()
+      ngx.sleep(0.005)
+      redis("PING")
+      return nil, "nope"
+    end)
+    eq({ a, b }, { nil, "nope" }, "remember")
+    eq(cache:has("r2"), false, "has after")
+  end)
+
+  case(label .. "get: a yielding function default is called on a miss, not stored", function()
+    local cache = make_cache()
+    local counter = fresh_counter("getdef")
+    local fn = yielding("getdef", counter)
+    local v = cache:get("missing", fn)
+    eq(v and v.pong, "PONG", "get's default result")
+    eq(counter.calls, 1, "default runs")
+    eq(cache:has("missing"), false, "has after")
+    assert(cache:put("present", "here", 1))
+    eq(cache:get("present", fn), "here", "get of a present key")
+    eq(counter.calls, 1, "default runs on a hit")
+  end)
+end
+
+remember_cases("memory store: ", memory_cache)
+
+-- (c) a Lua store over cosockets ------------------------------------------
+
+case("resty store: put/get round trip of a table value, with its lifetime", function()
+  local cache = resty_cache()
+  local value = { name = "Ann", list = { 1, 2.5, "x" }, nested = { ok = true, no = false } }
+  eq(cache:put("t", value, 1), true, "put")
+  eq(cache:get("t"), value, "get")
+  eq(redis("EXISTS", "rs:t"), 1, "key rs:t in Redis")
+  local pttl = redis("PTTL", "rs:t")
+  check(pttl > 0 and pttl <= 60000, "PTTL of rs:t is %s, wanted 1..60000", tostring(pttl))
+  eq(cache:forever("f", "v"), true, "forever")
+  eq(redis("PTTL", "rs:f"), -1, "PTTL of a forever key")
+  eq(cache:get("absent"), nil, "get of an absent key")
+  eq(cache:get("absent", "dflt"), "dflt", "get's plain default")
+end)
+
+case("resty store: add true then false", function()
+  local cache = resty_cache()
+  eq(cache:add("a", "first", 1), true, "first add")
+  eq(cache:add("a", "second", 1), false, "second add")
+  eq(cache:get("a"), "first", "value")
+end)
+
+case("resty store: forget, has, pull", function()
+  local cache = resty_cache()
+  assert(cache:put("k", { 1 }, 1))
+  eq(cache:has("k"), true, "has before")
+  eq(cache:forget("k"), true, "forget")
+  eq(cache:get("k"), nil, "get after forget")
+  eq(cache:forget("k"), false, "second forget")
+  eq(cache:has("k"), false, "has after")
+  assert(cache:put("p", "pulled", 1))
+  eq(cache:pull("p"), "pulled", "pull")
+  eq(redis("EXISTS", "rs:p"), 0, "rs:p after pull")
+end)
+
+case("resty store: increment and decrement", function()
+  local cache = resty_cache()
+  eq(cache:increment("n"), 1, "increment")
+  eq(cache:increment("n", 5), 6, "increment by 5")
+  eq(cache:decrement("n", 2), 4, "decrement by 2")
+  eq(cache:decrement("n", 10), -6, "decrement below zero")
+  eq(cache:get("n"), -6, "get")
+  eq(redis("GET", "rs:n"), "-6", "bytes in Redis")
+  redis("SET", "rs:ext", "10")
+  eq(cache:increment("ext"), 11, "increment of a value another client wrote")
+  assert(cache:put("s", "text", 1))
+  local v, err = cache:increment("s")
+  eq(v, nil, "increment of a string")
+  check(type(err) == "string" and err ~= "", "no error message: %s", tostring(err))
+end)
+
+case("resty store: many", function()
+  local cache = resty_cache()
+  assert(cache:put("a", 1, 1))
+  assert(cache:put("b", { x = "y" }, 1))
+  local before = resty_store.calls.many or 0
+  eq(cache:many({ "a", "b", "zz" }), { a = 1, b = { x = "y" } }, "many")
+  eq((resty_store.calls.many or 0) - before, 1, "calls to the store's many")
+end)
+
+case("resty store: put_many", function()
+  local cache = resty_cache()
+  local before = resty_store.calls.put_many or 0
+  eq(cache:put_many({ x = 1, y = { 2 }, z = "three" }, 1), true, "put_many")
+  eq((resty_store.calls.put_many or 0) - before, 1, "calls to the store's put_many")
+  eq(cache:get("x"), 1, "x")
+  eq(cache:get("y"), { 2 }, "y")
+  eq(cache:get("z"), "three", "z")
+  local pttl = redis("PTTL", "rs:z")
+  check(pttl > 0 and pttl <= 60000, "PTTL of rs:z is %s", tostring(pttl))
+end)
+
+case("resty store: flush removes only the keys under the prefix", function()
+  local cache = resty_cache()
+  assert(cache:put("k1", "v", 1))
+  assert(cache:put("k2", "v", 1))
+  redis("SET", "other:k", "stays")
+  eq(cache:flush(), true, "flush")
+  eq(cache:get("k1"), nil, "k1 after flush")
+  eq(redis("EXISTS", "rs:k1", "rs:k2"), 0, "rs: keys in Redis after flush")
+  eq(redis("GET", "other:k"), "stays", "a key outside the prefix")
+  redis("DEL", "other:k")
+end)
+
+case("resty store: tags put, get, flush", function()
+  local cache = resty_cache()
+  eq(cache:tags("a", "b"):put("tk", { v = 1 }, 1), true, "tagged put")
+  eq(cache:tags("b"):put("other", "w", 1), true, "put tagged b")
+  eq(cache:tags("a", "b"):get("tk"), { v = 1 }, "tagged get")
+  eq(cache:tags("a"):flush(), true, "flush tag a")
+  eq(cache:tags("a", "b"):get("tk"), nil, "tagged get after flush of a")
+  eq(cache:tags("b"):get("other"), "w", "the item tagged b only")
+end)
+
+case("resty store: tags remember with a yielding fn", function()
+  local cache = resty_cache()
+  local counter = fresh_counter("tagrem")
+  local fn = yielding("tagrem", counter)
+  local v = cache:tags("t1"):remember("tr", 1, fn)
+  eq(v and v.n, 1, "tagged remember")
+  eq(cache:tags("t1"):remember("tr", 1, fn), v, "second tagged remember")
+  eq(counter.calls, 1, "fn runs")
+end)
+
+remember_cases("resty store: ", resty_cache)
+decorator_cases("resty store: ", resty_cache, function(k) return { key = k, minutes = 1 } end)
+
+case("resty store: the decorator through cache:store(name) and { store = name }", function()
+  local cache = resty_cache()
+  local counter = fresh_counter("deco-store")
+  local body = yielding("deco-store", counter)
+  local f = cache:store("main")(body, { key = "ks", minutes = 1 })
+  local g = cache(body, { key = "ks", minutes = 1, store = "main" })
+  local v = f(1)
+  eq(g(1), v, "g(1) reads what f(1) stored (same key and arguments)")
+  eq(counter.calls, 1, "body runs")
+end)
+
+-- (d) several coroutines of one worker inside cache calls at once ---------
+
+-- Three light threads, each in a remember with its own key whose fn waits
+-- (yielding) until all three are inside, then finishes in reverse order.
+local function three_threads(make_cache, tag)
+  local cache = make_cache()
+  local inside, most = 0, 0
+  local function run(i)
+    return cache:remember(tag .. i, 1, function()
+      inside = inside + 1
+      if inside > most then most = inside end
+      for _ = 1, 400 do
+        if most >= 3 then break end
+        ngx.sleep(0.005)
+      end
+      local n = redis("INCR", "nginx-spec:runs:" .. tag .. i)
+      ngx.sleep(0.01 * (4 - i))
+      inside = inside - 1
+      return { i = i, n = n }
+    end)
+  end
+  for i = 1, 3 do redis("DEL", "nginx-spec:runs:" .. tag .. i) end
+  local threads = {}
+  for i = 1, 3 do threads[i] = assert(ngx.thread.spawn(run, i)) end
+  for i = 1, 3 do
+    local ok, v, err = ngx.thread.wait(threads[i])
+    check(ok, "thread %d raised: %s", i, tostring(v))
+    eq(v, { i = i, n = 1 }, "thread " .. i .. "'s value (err: " .. tostring(err) .. ")")
+  end
+  eq(most, 3, "callbacks inside remember at once")
+  for i = 1, 3 do eq(cache:get(tag .. i), { i = i, n = 1 }, "stored value " .. i) end
+end
+
+case("memory store: three light threads in yielding remembers get their own values", function()
+  three_threads(memory_cache, "thr-mem")
+end)
+
+case("resty store: three light threads in yielding remembers get their own values", function()
+  three_threads(resty_cache, "thr-rs")
+end)
+
+-- Three requests at once (spec/nginx/run sends them in parallel): one
+-- manager for the worker, a remember per request with its own key; each
+-- fn waits until all three of its run are inside. Returns the line the
+-- run script checks: "<i> <value's i> <callbacks inside at once>".
+local shared_cache
+local runs = {}
+function M.concurrent(i, run)
+  if not shared_cache then
+    shared_cache = cachy.new({
+      prefix = "conc:",
+      stores = { main = { driver = "resty", host = "127.0.0.1", port = port(), timeout = 2 } },
+    })
+    shared_cache:extend("resty", resty_store.factory)
+  end
+  local state = runs[run] or { inside = 0, most = 0 }
+  runs[run] = state
+  local v, err = shared_cache:remember(run .. ":" .. i, 1, function()
+    state.inside = state.inside + 1
+    if state.inside > state.most then state.most = state.inside end
+    for _ = 1, 400 do
+      if state.most >= 3 then break end
+      ngx.sleep(0.005)
+    end
+    redis("PING")
+    ngx.sleep(0.01 * (4 - i))
+    state.inside = state.inside - 1
+    return { i = i }
+  end)
+  if type(v) ~= "table" then
+    return string.format("%d error %s", i, tostring(err or v))
+  end
+  return string.format("%d %s %d", i, tostring(v.i), state.most)
+end
+
+return M
