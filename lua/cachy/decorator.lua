@@ -13,6 +13,10 @@ local ttl_of = core.ttl
 
 local M = {}
 
+-- PUC Lua 5.1 shows a run of tail calls as one more stack level, which
+-- error levels must count to reach the caller of a decorated function.
+local TAIL = (_VERSION == "Lua 5.1" and not jit) and 1 or 0
+
 -- The identity of a function: "source:linedefined" (a callable's __call).
 local function identity(fn)
   if type(fn) ~= "function" then fn = getmetatable(fn).__call end
@@ -93,7 +97,7 @@ function M.wrap(repo, fn, prefix, minutes)
       end
     end
     if code == "unstorable" then
-      error("cannot cache the results of '" .. prefix .. "': " .. err, 3)
+      error("cannot cache the results of '" .. prefix .. "': " .. err, 3 + TAIL)
     end
     if ok == nil then report(repo, err) end
   end
@@ -113,8 +117,8 @@ function M.wrap(repo, fn, prefix, minutes)
     -- "argument #2 is a function" -> "... with argument #2: it is a function"
     local why = ...
     local arg, rest = why:match("^(argument #.-) is (.*)$")
-    if arg then error("cannot cache a call with " .. arg .. ": it is " .. rest, 2) end
-    error("cannot cache a call: " .. why, 2)
+    if arg then error("cannot cache a call with " .. arg .. ": it is " .. rest, 2 + TAIL) end
+    error("cannot cache a call: " .. why, 2 + TAIL)
   end
 
   local get
