@@ -35,6 +35,7 @@ int lc_fail(lua_State *L, const cachy_error *err);          /* nil, msg, code: 3
 void lc_key_message(cachy_error *err, const cachy_store *s, const char *shown_fmt,
                     cachy_slice shown);
 void lc_open_store(lua_State *L);                           /* core.open, the metatable */
+cachy_slice *lc_many_block(lua_State *L, size_t n, cachy_buf **outs, int **found);
 
 /* lcachy_ttl.c: TTL forms. */
 int lc_read_ttl(lua_State *L, int idx, int64_t dflt_ms, int64_t *ms, const char **why);

@@ -361,11 +361,7 @@ static int f_many(lua_State *L)
     lua_newtable(L);
     if (n == 0)
         return 1;
-    /* one block, owned by a userdata so that a raise cannot leak it */
-    keys = lua_newuserdata(L, n * (sizeof *keys + sizeof *outs + sizeof *found));
-    outs = (cachy_buf *)(keys + n);
-    found = (int *)(outs + n);
-    memset(outs, 0, n * sizeof *outs);
+    keys = lc_many_block(L, n, &outs, &found);
     for (i = 0; i < n; i++) {
         lua_rawgeti(L, kidx, (int)i + 1);
         keys[i].ptr = lua_tolstring(L, -1, &keys[i].len);

@@ -156,6 +156,17 @@ static int h_flush(lua_State *L)
     return 1;
 }
 
+/* Room for n keys, their values and hit flags, in one block owned by a
+ * userdata pushed on the stack, so that a raise cannot leak it. */
+cachy_slice *lc_many_block(lua_State *L, size_t n, cachy_buf **outs, int **found)
+{
+    cachy_slice *keys = lua_newuserdata(L, n * (sizeof *keys + sizeof **outs + sizeof **found));
+    *outs = (cachy_buf *)(keys + n);
+    *found = (int *)(*outs + n);
+    memset(*outs, 0, n * sizeof **outs);
+    return keys;
+}
+
 /* h:many({ key, ... }) -> { [i] = bytes } for the keys found. */
 static int h_many(lua_State *L)
 {
@@ -171,11 +182,7 @@ static int h_many(lua_State *L)
     lua_newtable(L);
     if (n == 0)
         return 1;
-    /* one block, owned by a userdata so that a raise cannot leak it */
-    keys = lua_newuserdata(L, n * (sizeof *keys + sizeof *outs + sizeof *found));
-    outs = (cachy_buf *)(keys + n);
-    found = (int *)(outs + n);
-    memset(outs, 0, n * sizeof *outs);
+    keys = lc_many_block(L, n, &outs, &found);
     for (i = 0; i < n; i++) {
         lua_rawgeti(L, 2, (int)i + 1);
         keys[i].ptr = luaL_checklstring(L, -1, &keys[i].len);

@@ -65,7 +65,7 @@ describe("misuse", function()
       raises_at(here(), function() repo:put("", 1) end,
         "bad argument #1 to 'put' (key must not be empty)")
       raises_at(here(), function() cache:get() end,
-        "bad argument #1 to 'get' (key must be a non-empty string or a number, got no value)")
+        "bad argument #1 to 'get' (key must be a non-empty string or a number, got nil)")
     end)
 
     it("in put_many raise naming the table argument", function()
