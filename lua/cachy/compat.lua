@@ -16,10 +16,9 @@ end
 -- pcall lets the called function yield on 5.2+ and LuaJIT; PUC Lua 5.1's
 -- does not. There, the function runs in a coroutine of its own whose
 -- yields are passed on to the caller's coroutine and its resumes back.
-local probe = coroutine.create(function() return pcall(coroutine.yield, "probe") end)
-local _, yielded = coroutine.resume(probe)
-
-if yielded == "probe" then
+-- (Decided by version, not by a probe: inside an nginx request, resuming
+-- a coroutine while `require` runs would abort the request.)
+if jit or _VERSION ~= "Lua 5.1" then
   M.pcall = pcall
 else
   local create, resume, status, yield = coroutine.create, coroutine.resume, coroutine.status, coroutine.yield

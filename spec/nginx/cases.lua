@@ -79,9 +79,50 @@ local function resty_cache()
     stores = { main = { driver = "resty", host = "127.0.0.1", port = port(), timeout = 2 } },
   })
   cache:extend("resty", resty_store.factory)
-  check(cache:flush() == true, "flush of the resty store failed")
+  local ok, err = cache:flush()
+  check(ok == true, "flush of the resty store failed: %s", tostring(err))
   return cache
 end
+
+-- The host: no callback yields here ---------------------------------------
+
+case("the LuaJIT module loads in the worker; the memory store answers", function()
+  local cache = memory_cache()
+  eq(cache:put("k", { 1, "x" }, 1), true, "put")
+  eq(cache:get("k"), { 1, "x" }, "get")
+  eq(cache:increment("n", 2), 2, "increment")
+  local f = cache(function(id) return id * 2 end, { key = "plain", minutes = 1 })
+  eq(f(21), 42, "a decorator whose body does not yield")
+  eq(cache:remember("r", 1, function() return "plain" end), "plain", "remember, no yield")
+end)
+
+case("the test's RESP client talks to the test Redis through cosockets", function()
+  eq(redis("PING"), "PONG", "PING")
+  redis("DEL", "nginx-spec:resp")
+  eq(redis("INCR", "nginx-spec:resp"), 1, "INCR")
+  eq(redis("SET", "nginx-spec:resp", "a\r\nb"), "OK", "SET")
+  eq(redis("GET", "nginx-spec:resp"), "a\r\nb", "GET of bytes with CR LF")
+  eq(redis("GET", "nginx-spec:absent"), nil, "GET of an absent key")
+  local v, err = resp.command("127.0.0.1", port(), "NOSUCHCOMMAND")
+  check(v == nil and type(err) == "string" and err:find("ERR", 1, true), "error reply: %s", tostring(err))
+end)
+
+case("the Lua store's methods called directly, outside the cache, work", function()
+  local s = resty_store.factory({ host = "127.0.0.1", port = port() })
+  eq(s:flush("direct:"), true, "flush")
+  eq(s:put("direct:a", "bytes", 1), true, "put")
+  eq(s:get("direct:a"), "bytes", "get")
+  eq(s:add("direct:a", "x", 0), false, "add present")
+  eq(s:add("direct:b", "x", 0), true, "add absent")
+  eq(s:increment("direct:n", 3), 3, "increment")
+  eq(s:many({ "direct:a", "direct:zz" }), { ["direct:a"] = "bytes" }, "many")
+  eq(s:put_many({ ["direct:c"] = "c", ["direct:d"] = "d" }, 0.5), true, "put_many")
+  eq(s:get("direct:d"), "d", "get after put_many")
+  eq(s:forget("direct:a"), true, "forget")
+  eq(s:forget("direct:a"), false, "forget absent")
+  eq(s:flush("direct:"), true, "flush again")
+  eq(redis("EXISTS", "direct:b", "direct:c", "direct:n"), 0, "keys left")
+end)
 
 -- (a) the decorator ------------------------------------------------------
 
@@ -337,6 +378,31 @@ end)
 
 case("resty store: three light threads in yielding remembers get their own values", function()
   three_threads(resty_cache, "thr-rs")
+end)
+
+-- Loading ---------------------------------------------------------------
+
+-- The modules of cachy loaded anew inside a request (a coroutine of
+-- nginx's, where coroutine.resume yields to nginx), then put back as they
+-- were. cachy.core stays: a C module is opened once.
+case("cachy can be required inside a request, not only in init_by_lua", function()
+  local saved = {}
+  for name, mod in pairs(package.loaded) do
+    if (name == "cachy" or name:find("^cachy%.")) and name ~= "cachy.core" then
+      saved[name] = mod
+    end
+  end
+  for name in pairs(saved) do package.loaded[name] = nil end
+  local ok, mod = pcall(require, "cachy")
+  for name in pairs(package.loaded) do
+    if (name == "cachy" or name:find("^cachy%.")) and name ~= "cachy.core" then
+      package.loaded[name] = nil
+    end
+  end
+  for name, m in pairs(saved) do package.loaded[name] = m end
+  check(ok, "require('cachy') raised: %s", tostring(mod))
+  check(type(mod) == "table" and type(mod.new) == "function", "require('cachy') gave %s", tostring(mod))
+  eq(mod.new():put("k", "v", 1), true, "put through the freshly loaded module")
 end)
 
 -- Three requests at once (spec/nginx/run sends them in parallel): one
