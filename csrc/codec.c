@@ -186,13 +186,27 @@ static void msg_root(msg *m, const walk *w)
  * failed. Inside a table used as a key the path goes on from "'s table key":
  * "value's table key.f is a function".
  */
+static int walk_fail_elided(walk *w, const char *what, int keep);
+
 static int walk_fail(walk *w, const char *what)
+{
+    return walk_fail_elided(w, what, 0);
+}
+
+/* The same; with keep > 0, a path deeper than 2 * keep shows its first and
+ * last keep steps around "...". */
+static int walk_fail_elided(walk *w, const char *what, int keep)
 {
     msg m = { w->errmsg, w->errlen, 0 };
     int d;
     msg_root(&m, w);
     for (d = 0; d < w->depth; d++) {
         const seg *s = &w->segs[d];
+        if (keep > 0 && w->depth > 2 * keep && d >= keep && d < w->depth - keep) {
+            if (d == keep)
+                msg_adds(&m, "...");
+            continue;
+        }
         if (s->kind == SEG_INKEY) {
             if (d == w->depth - 1) {
                 msg_addf(&m, " has %s as a key", what);
@@ -244,8 +258,8 @@ static int walk_enter(walk *w, int idx)
             return walk_fail(w, "a cyclic reference");
     if (w->depth >= CACHY_CODEC_MAX_DEPTH) {
         char what[64];
-        snprintf(what, sizeof what, "is nested deeper than %d levels", CACHY_CODEC_MAX_DEPTH);
-        return walk_fail_root(w, what);
+        snprintf(what, sizeof what, "nested deeper than %d levels", CACHY_CODEC_MAX_DEPTH);
+        return walk_fail_elided(w, what, 4);
     }
     /* Room for a key, a value and what encoding them pushes. */
     if (!lua_checkstack(w->L, 4))

@@ -193,11 +193,13 @@ describe("codec", function()
       assert.are.equal("bad argument #2 to 'put' (value[1][1] is a cyclic reference)", put_error(arr))
     end)
 
-    it("more than 100 levels", function()
-      assert.are.equal("bad argument #2 to 'put' (value is nested deeper than 100 levels)",
+    it("more than 100 levels: names the path, its middle left out", function()
+      assert.are.equal("bad argument #2 to 'put' (value[1][1][1][1]...[1][1][1][1] is nested deeper than 100 levels)",
         put_error(nest(101, "leaf")))
-      assert.are.equal("bad argument #2 to 'put' (value is nested deeper than 100 levels)",
+      assert.are.equal("bad argument #2 to 'put' (value[1][1][1][1]...[1][1][1][1] is nested deeper than 100 levels)",
         put_error(nest(100000, "leaf")))
+      assert.are.equal("bad argument #2 to 'put' (value.a.b[1][1]...[1][1][1][1] is nested deeper than 100 levels)",
+        put_error({ a = { b = nest(99, 1) } }))
     end)
 
     it("put_many: names the key of the value", function()

@@ -105,7 +105,7 @@ describe("misuse", function()
       local deep = {}
       for _ = 1, 150 do deep = { deep } end
       raises_at(here(), function() cache:put("k", deep) end,
-        "bad argument #2 to 'put' (value is nested deeper than 100 levels)")
+        "bad argument #2 to 'put' (value[1][1][1][1]...[1][1][1][1] is nested deeper than 100 levels)")
     end)
   end)
 
