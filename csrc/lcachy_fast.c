@@ -193,14 +193,24 @@ static int f_get(lua_State *L)
     return 1;
 }
 
+/* has(key): true only for a value get can read; bytes it cannot decode
+ * are nil, err as they are for get. */
 static int f_has(lua_State *L)
 {
     lc_handle *h = self_handle(L);
     cachy_slice key = check_key(L, 2, 2);
     cachy_error err;
+    char why[256];
     int rc = cachy_get(h->store, key, &h->buf, &err);
     if (rc < 0)
         return lc_fail(L, &err);
+    if (rc == 1) {
+        if (cachy_codec_decode(L, h->buf.data, h->buf.len, why, sizeof why) != 0) {
+            corrupt(&err, h->store, key, why);
+            return lc_fail(L, &err);
+        }
+        lua_pop(L, 1);
+    }
     lua_pushboolean(L, rc == 1);
     return 1;
 }
@@ -320,7 +330,8 @@ static int step(lua_State *L, int sign)
         if (err.code == CACHY_ENOTINT)
             lc_key_message(&err, h->store, "value of key '%s' is not an integer", key);
         else if (err.code == CACHY_ERANGE)
-            lc_key_message(&err, h->store, "increment of key '%s' overflows 64 bits", key);
+            lc_key_message(&err, h->store, sign < 0 ? "decrement of key '%s' overflows 64 bits"
+                                                    : "increment of key '%s' overflows 64 bits", key);
         return lc_fail(L, &err);
     }
     cachy_pushinteger(L, result);

@@ -120,7 +120,8 @@ static int h_forget(lua_State *L)
     return 1;
 }
 
-/* h:incr(key, by [, shown]): shown is the key as the caller wrote it. */
+/* h:incr(key, by [, shown [, verb]]): shown is the key as the caller wrote
+ * it, verb "decrement" when the caller decremented. */
 static int h_incr(lua_State *L)
 {
     lc_handle *h = lc_check_handle(L, 1);
@@ -139,7 +140,10 @@ static int h_incr(lua_State *L)
         if (err.code == CACHY_ENOTINT)
             lc_key_message(&err, h->store, "value of key '%s' is not an integer", shown);
         else if (err.code == CACHY_ERANGE)
-            lc_key_message(&err, h->store, "increment of key '%s' overflows 64 bits", shown);
+            lc_key_message(&err, h->store,
+                           lua_type(L, 5) == LUA_TSTRING && strcmp(lua_tostring(L, 5), "decrement") == 0
+                               ? "decrement of key '%s' overflows 64 bits"
+                               : "increment of key '%s' overflows 64 bits", shown);
         return lc_fail(L, &err);
     }
     cachy_pushinteger(L, result);

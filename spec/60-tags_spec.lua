@@ -81,3 +81,19 @@ describe("a write racing a tag flush", function()
     end
   end)
 end)
+
+describe("several tags", function()
+  it("flushing one of them leaves no records under the others", function()
+    local cache = cachy.new()
+    local both = cache:tags("people", "artists")
+    for round = 1, 3 do
+      for i = 1, 1000 do assert(both:forever("p" .. round .. ":" .. i, i)) end
+      assert.are.equal(true, cache:tags("artists"):flush())
+      assert.is_nil(both:get("p" .. round .. ":1"))
+      -- left: the two versions and the counter of people's version
+      assert.are.equal(3, cache:store():stats().items)
+    end
+    assert.are.equal(true, cache:tags("people"):flush())
+    assert.are.equal(2, cache:store():stats().items)
+  end)
+end)

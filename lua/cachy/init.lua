@@ -42,6 +42,17 @@ local function type_name(want)
   return "a " .. want
 end
 
+-- Strings reach the C drivers as C strings, where a NUL byte would end
+-- them early: two prefixes differing after a NUL would share keys.
+-- (where: a format naming the field, given the field's name)
+local function check_bytes(where, name, value)
+  if type(value) == "string" and value:find("\0", 1, true) then
+    fail(where .. " must not contain a NUL byte", name)
+  elseif type(value) == "table" then
+    for i, v in ipairs(value) do check_bytes(where, name .. "[" .. i .. "]", v) end
+  end
+end
+
 local function check_store(name, store)
   if type(store) ~= "table" then
     fail("store '%s' must be a table, got %s", name, type(store))
@@ -58,6 +69,9 @@ local function check_store(name, store)
     end
     if want and not has_type(value, want) then
       fail("store '%s' field '%s' must be %s, got %s", name, field, type_name(want), type(value))
+    end
+    if fields or COMMON_FIELDS[field] then   -- what a built-in driver or the core reads
+      check_bytes("store '" .. name .. "' field '%s'", field, value)
     end
   end
   for field in pairs(required or {}) do
@@ -77,6 +91,10 @@ local function validate(config)
       fail("config.%s must be a %s, got %s", key, want, type(value))
     end
   end
+  if config.minutes ~= nil and config.minutes ~= config.minutes then
+    fail("config.minutes must not be NaN")
+  end
+  check_bytes("config.%s", "prefix", config.prefix)
   local out = {}
   for k, v in pairs(config) do out[k] = v end
   if config.stores == nil then

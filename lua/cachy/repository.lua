@@ -145,10 +145,10 @@ function Repository:_write(key, bytes, ms, is_add)
   return ok
 end
 
-function Repository:_incr(key, by)
+function Repository:_incr(key, by, verb)
   local st = self:_store()
   local t = self._tags
-  if t == nil then return st:incr(key, by, key) end
+  if t == nil then return st:incr(key, by, key, verb) end
   local ikey, ns, code = tags.item_key(st, t, key)
   if ikey == nil then return nil, ns, code end
   -- record a counter once, when it is created, not at every step
@@ -161,7 +161,7 @@ function Repository:_incr(key, by)
     if not ok then return nil, err, code end
   end
   local v
-  v, err, code = st:incr(ikey, by, key)
+  v, err, code = st:incr(ikey, by, key, verb)
   if v == nil then return nil, err, code end
   local moved
   moved, err, code = tags.recheck(st, t, ikey, ns)
@@ -198,12 +198,13 @@ function Repository.get(self, key, default)
   return default
 end
 
+-- true only for a value get can read: undecodable bytes are nil, err.
 function Repository.has(self, ...)
   self = check_self(self, "has")
   local key = check_key((...), 1, "has", select("#", ...), 1)
-  local bytes, err, code = self:_get(key)
-  if err then return nil, err, code end
-  return bytes ~= nil
+  local found, err, code = self:_fetch(key)
+  if found == nil then return nil, err, code end
+  return found
 end
 
 function Repository.pull(self, ...)
@@ -318,7 +319,7 @@ local function step(self, method, sign, ...)
     end
     by = -by
   end
-  return self:_incr(key, by)
+  return self:_incr(key, by, method)
 end
 
 function Repository.increment(self, ...)

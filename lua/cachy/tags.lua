@@ -7,7 +7,7 @@
 -- unreachable items do not pile up on stores that never evict, every write
 -- is also recorded under each tag's current version (a counter and one
 -- slot per write, with the item's lifetime); a flush deletes what the old
--- version recorded.
+-- version recorded, and what the item's other tags recorded of it.
 --
 -- A write racing a flush: the writer records before it writes and reads
 -- the versions again after; the flusher bumps before it deletes. Either
@@ -68,16 +68,52 @@ function M.item_key(st, tags, key)
   return "cachy:tagged:" .. ns .. ":" .. key, ns
 end
 
+-- A record names the item's key and the record slots its other tags hold
+-- for the same write, so that flushing one tag also removes what the
+-- others recorded of the item (they would pile up until those tags are
+-- flushed). Netstring-like: "<len>:<bytes>" after the marker; a record
+-- without the marker holds just the item's key.
+local MARK = "cachy-rec1\0"
+
+local function record_value(item_key, slots, self)
+  local parts = { MARK, #item_key, ":", item_key }
+  for j = 1, #slots do
+    if j ~= self then
+      parts[#parts + 1] = #slots[j]
+      parts[#parts + 1] = ":"
+      parts[#parts + 1] = slots[j]
+    end
+  end
+  return table.concat(parts)
+end
+
+-- The item's key and the sibling record slots of a record.
+local function parse_record(v)
+  if v:sub(1, #MARK) ~= MARK then return v, {} end
+  local out, pos = {}, #MARK + 1
+  while pos <= #v do
+    local colon = v:find(":", pos, true)
+    local len = colon and tonumber(v:sub(pos, colon - 1))
+    if not len then break end
+    out[#out + 1] = v:sub(colon + 1, colon + len)
+    pos = colon + len + 1
+  end
+  return table.remove(out, 1), out
+end
+
 -- Before a tagged write: record item_key under each tag's version.
 function M.record(st, tags, item_key, ms)
+  local slots = {}
   for i = 1, #tags do
     local v, err, code = version(st, tags[i], true)
     if v == nil then return nil, err, code end
     local slot
     slot, err, code = st:incr(tag_key(tags[i], string.format("%d:count", v)), 1)
     if slot == nil then return nil, err, code end
-    local ok
-    ok, err, code = st:put(tag_key(tags[i], string.format("%d:%d", v, slot)), item_key, ms)
+    slots[i] = tag_key(tags[i], string.format("%d:%d", v, slot))
+  end
+  for i = 1, #tags do
+    local ok, err, code = st:put(slots[i], record_value(item_key, slots, i), ms)
     if not ok then return nil, err, code end
   end
   return true
@@ -102,12 +138,16 @@ local function drop_records(st, tag, v)
   local count = bytes and parse_int(bytes) or 0
   for i = 1, count do
     local slot = tag_key(tag, string.format("%d:%d", v, i))
-    local item
-    item, err, code = st:get(slot)
+    local rec
+    rec, err, code = st:get(slot)
     if err then return nil, err, code end
-    if item then
-      local _, ferr, fcode = st:forget(item)
-      if ferr then return nil, ferr, fcode end
+    if rec then
+      local item, siblings = parse_record(rec)
+      siblings[#siblings + 1] = item
+      for j = 1, #siblings do
+        local _, ferr, fcode = st:forget(siblings[j])
+        if ferr then return nil, ferr, fcode end
+      end
     end
     local _, ferr, fcode = st:forget(slot)
     if ferr then return nil, ferr, fcode end
