@@ -122,51 +122,20 @@ function Repository:_forget(key)
   return st:forget(ikey)
 end
 
--- put (is_add false) or add; tagged writes are recorded first and checked
--- against a racing flush after (cachy.tags).
+-- put (is_add false) or add.
 function Repository:_write(key, bytes, ms, is_add)
   local st = self:_store()
   local t = self._tags
-  if t == nil then
-    if is_add then return st:add(key, bytes, ms) end
-    return st:put(key, bytes, ms)
-  end
-  local ikey, ns, code = tags.item_key(st, t, key)
-  if ikey == nil then return nil, ns, code end
-  local ok, err
-  ok, err, code = tags.record(st, t, ikey, ms)
-  if not ok then return nil, err, code end
-  if is_add then ok, err, code = st:add(ikey, bytes, ms) else ok, err, code = st:put(ikey, bytes, ms) end
-  if ok == nil then return nil, err, code end
-  local moved
-  moved, err, code = tags.recheck(st, t, ikey, ns)
-  if moved == nil then return nil, err, code end
-  if moved and is_add then return false end
-  return ok
+  if t ~= nil then return tags.write(st, t, key, bytes, ms, is_add) end
+  if is_add then return st:add(key, bytes, ms) end
+  return st:put(key, bytes, ms)
 end
 
 function Repository:_incr(key, by, verb)
   local st = self:_store()
   local t = self._tags
-  if t == nil then return st:incr(key, by, key, verb) end
-  local ikey, ns, code = tags.item_key(st, t, key)
-  if ikey == nil then return nil, ns, code end
-  -- record a counter once, when it is created, not at every step
-  local old, err
-  old, err, code = st:get(ikey)
-  if err then return nil, err, code end
-  if old == nil then
-    local ok
-    ok, err, code = tags.record(st, t, ikey, 0)
-    if not ok then return nil, err, code end
-  end
-  local v
-  v, err, code = st:incr(ikey, by, key, verb)
-  if v == nil then return nil, err, code end
-  local moved
-  moved, err, code = tags.recheck(st, t, ikey, ns)
-  if moved == nil then return nil, err, code end
-  return v
+  if t ~= nil then return tags.incr(st, t, key, by, verb) end
+  return st:incr(key, by, key, verb)
 end
 
 -- ---- reads ----------------------------------------------------------------

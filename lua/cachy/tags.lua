@@ -102,7 +102,7 @@ local function parse_record(v)
 end
 
 -- Before a tagged write: record item_key under each tag's version.
-function M.record(st, tags, item_key, ms)
+local function record(st, tags, item_key, ms)
   local slots = {}
   for i = 1, #tags do
     local v, err, code = version(st, tags[i], true)
@@ -121,13 +121,53 @@ end
 
 -- After a tagged write: if a flush moved the namespace meanwhile, remove
 -- what was written. false kept, true removed, or nil, err, code.
-function M.recheck(st, tags, item_key, ns)
+local function recheck(st, tags, item_key, ns)
   local now, err, code = namespace(st, tags)
   if now == nil then return nil, err, code end
   if now == ns then return false end
   local _, ferr, fcode = st:forget(item_key)
   if ferr then return nil, ferr, fcode end
   return true
+end
+
+-- A tagged put (is_add false) or add of bytes under key: recorded first,
+-- checked against a racing flush after. What the store's put or add
+-- returns; an add whose item a flush removed meanwhile is false.
+function M.write(st, tags, key, bytes, ms, is_add)
+  local ikey, ns, code = M.item_key(st, tags, key)
+  if ikey == nil then return nil, ns, code end
+  local ok, err
+  ok, err, code = record(st, tags, ikey, ms)
+  if not ok then return nil, err, code end
+  if is_add then ok, err, code = st:add(ikey, bytes, ms) else ok, err, code = st:put(ikey, bytes, ms) end
+  if ok == nil then return nil, err, code end
+  local moved
+  moved, err, code = recheck(st, tags, ikey, ns)
+  if moved == nil then return nil, err, code end
+  if moved and is_add then return false end
+  return ok
+end
+
+-- A tagged increment; a counter is recorded once, when it is created, not
+-- at every step. Messages name key as the caller gave it.
+function M.incr(st, tags, key, by, verb)
+  local ikey, ns, code = M.item_key(st, tags, key)
+  if ikey == nil then return nil, ns, code end
+  local old, err
+  old, err, code = st:get(ikey)
+  if err then return nil, err, code end
+  if old == nil then
+    local ok
+    ok, err, code = record(st, tags, ikey, 0)
+    if not ok then return nil, err, code end
+  end
+  local v
+  v, err, code = st:incr(ikey, by, key, verb)
+  if v == nil then return nil, err, code end
+  local moved
+  moved, err, code = recheck(st, tags, ikey, ns)
+  if moved == nil then return nil, err, code end
+  return v
 end
 
 -- Deletes what the tag's version v recorded.
