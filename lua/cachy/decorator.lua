@@ -6,6 +6,7 @@
 -- the config's on_error.
 local core = require("cachy.core")
 local compat = require("cachy.compat")
+local values = require("cachy.values")
 
 local pack, unpack = compat.pack, compat.unpack
 local args_key, encode_tuple, decode_tuple = core.args_key, core.encode_tuple, core.decode_tuple
@@ -64,7 +65,7 @@ local function generic_tuple_get(repo)
     if found ~= nil then
       local got = pack(decode_tuple(found))
       if got[1] ~= nil then return true, unpack(got, 2, got.n) end
-      local _, err, c = require("cachy.values").corrupt(repo, key, got[2])
+      local _, err, c = values.corrupt(repo, key, got[2])
       return false, key, err, c, ...
     end
     return false, key, bytes, code, ...

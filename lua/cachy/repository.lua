@@ -12,7 +12,7 @@ local values = require("cachy.values")
 local tags = require("cachy.tags")
 local luastore = require("cachy.luastore")
 
-local pack, unpack, is_integer = compat.pack, compat.unpack, compat.is_integer
+local is_integer = compat.is_integer
 local argerror, typename, check_key, check_ttl = values.argerror, values.typename, values.key, values.ttl
 local encode, decode = values.encode, values.decode
 local value_root = core.value_root
