@@ -1368,12 +1368,22 @@ static memcached_return_t repair_wrapped(mc_state *st, cachy_slice wk)
  *    cannot tell an item's remaining lifetime, so this rewrite stores the
  *    counter without expiry.
  * On a CAS-unique mismatch or a vanished key the round starts again.
+ * Unsigned text above INT64_MAX is never counted on: memcached's incr would
+ * wrap it (a value another client wrote as 18446744073709551615 would give
+ * 0). It is waited on instead, as another writer's two's complement about
+ * to be rewritten signed; left unchanged for the I/O timeout, it is not an
+ * integer (CACHY_ENOTINT), and so is a counter whose writer died between
+ * its wrap and its repair.
  * Returns 0 (*result set), -1 with *rcp set, or -2 with err set.
  */
 static int mc_incr_once(cachy_store *s, mc_state *st, cachy_slice key, cachy_slice wk, int64_t by,
                         int64_t *result, memcached_return_t *rcp, cachy_error *err)
 {
-    int64_t deadline = cachy_monotonic_ms() + (int64_t)(st->timeout * 1000);
+    int64_t wait_ms = (int64_t)(st->timeout * 1000);
+    int64_t start = cachy_monotonic_ms(), deadline = start + wait_ms;
+    int64_t wrap_until = 0;
+    uint64_t wrap_cas = 0;
+    int wrap_seen = 0, wrap_polls = 0;
     int tries;
     for (tries = 0;; tries++) {
         memcached_return_t rc = MEMCACHED_SUCCESS;
@@ -1411,15 +1421,46 @@ static int mc_incr_once(cachy_store *s, mc_state *st, cachy_slice key, cachy_sli
             fail_not_int(s, key, err);
             return -2;
         }
+        if (wrapped) {
+            /* Unsigned text above INT64_MAX: the two's complement another
+             * writer's decrement leaves for a moment (it rewrites it signed
+             * at once, see repair_wrapped), or a number another client
+             * wrote beyond int64, which memcached's incr would wrap. Only
+             * time tells them apart: the same item (same CAS unique) still
+             * there after the I/O timeout is not a counter. */
+            uint64_t cas = memcached_result_cas(&st->result);
+            int64_t now = cachy_monotonic_ms();
+            if (!wrap_seen || cas != wrap_cas) {
+                if (now >= start + 3 * wait_ms) {
+                    char secs[32];
+                    format_seconds(st->timeout, secs, sizeof secs);
+                    cachy_error_set(err, s, CACHY_EBACKEND,
+                                    "increment lost races with other writers for 3 times %s s",
+                                    secs);
+                    return -2;
+                }
+                wrap_seen = 1;
+                wrap_cas = cas;
+                wrap_until = now + wait_ms;
+                wrap_polls = 0;
+            } else if (now >= wrap_until) {
+                fail_not_int(s, key, err);
+                return -2;
+            }
+            usleep(wrap_polls++ < 10 ? 1000 : 10000);
+            deadline = cachy_monotonic_ms() + wait_ms;   /* the wait is not a lost race */
+            tries = -1;
+            continue;
+        }
         if (cachy_checked_add(v, by, &r) != 0) {
             fail_range(s, key, err);
             return -2;
         }
-        if (by == 0 && !wrapped) {
+        if (by == 0) {
             *result = v;
             return 0;
         }
-        if (!wrapped && v >= 0 && r >= 0) {
+        if (v >= 0 && r >= 0) {
             uint64_t after = 0;
             rc = memcached_increment_by_key(st->mc, wk.ptr, wk.len, wk.ptr, wk.len, (uint64_t)by,
                                             &after);

@@ -289,6 +289,36 @@ describe("memcached", function()
         end
       end)
 
+      -- Issue #13 item 2: memcached's incr adds modulo 2^64, so a counter
+      -- another client wrote beyond int64 must not be counted as if it
+      -- were the two's complement of a negative number.
+      it("gives nil, err, code for counters another client wrote beyond int64, and leaves them unchanged", function()
+        local quick = manager({ addr(srv.port) }, { timeout = 0.2 })
+        local function raw_value(key)
+          return tool("raw", srv.port, "get " .. key .. "\\r\\n"):match("VALUE %S+ %d+ %d+\n(%S+)")
+        end
+        for _, text in ipairs({ "18446744073709551615", "9223372036854775808" }) do
+          assert.are.equal("STORED\n", tool("raw", srv.port,
+            string.format("set big 0 0 %d\\r\\n%s\\r\\n", #text, text)))
+          for _, call in ipairs({ "increment", "decrement" }) do
+            local v, err, code = quick[call](quick, "big", 1)
+            assert.is_nil(v, call .. " of " .. text .. " gave " .. tostring(v))
+            assert.are.equal(string.format("store 'main' (memcached %s): value of key 'big' is not an integer",
+              addr(srv.port)), err)
+            assert.are.equal("not_integer", code)
+            assert.are.equal(text, raw_value("big"))
+          end
+        end
+        assert.are.equal("STORED\n", tool("raw", srv.port, "set top 0 0 19\\r\\n9223372036854775807\\r\\n"))
+        local v, err, code = quick:increment("top", 1)
+        assert.is_nil(v)
+        assert.are.equal(string.format("store 'main' (memcached %s): increment of key 'top' overflows 64 bits",
+          addr(srv.port)), err)
+        assert.are.equal("overflow", code)
+        assert.are.equal("9223372036854775807", raw_value("top"))
+        quick:close()
+      end)
+
       it("gives exactly 2,000 after 4 processes made 500 increments each", function()
         local outs = run_workers(srv.port, "shared", 4, 500, 1)
         assert.are.same({ "ok\n", "ok\n", "ok\n", "ok\n" }, outs)
