@@ -465,6 +465,54 @@ describe("memcached", function()
       assert.are.equal(before, items(pool[3].port))
     end)
 
+    -- Issue #13 item 1: while a server is out, its keys' writes and deletes
+    -- go elsewhere; when it comes back, its old copies must not be served.
+    it("never serves a value replaced or forgotten while its server was stopped, for 30 s after it resumes", function()
+      put_keys(cache, 300)
+      local mine = {}
+      for _, w in ipairs(wire_keys(pool[2].port)) do
+        local i = tonumber(w:match("^multi:key(%d+)$"))
+        if i then mine[#mine + 1] = i end
+      end
+      assert.is_true(#mine >= 20, "server 2 holds " .. #mine .. " keys")
+      local replaced, forgotten = {}, {}
+      for j = 1, 10 do replaced[j] = mine[j] end
+      for j = 11, 20 do forgotten[#forgotten + 1] = mine[j] end
+
+      pool[2]:signal("STOP")
+      local ok, resumed = pcall(function()
+        local v, err = cache:get("key" .. replaced[1])
+        assert.is_nil(v)
+        assert.is_nil(err)                                       -- ejected: a plain miss
+        for _, i in ipairs(replaced) do assert.are.equal(true, cache:put("key" .. i, "NEW" .. i)) end
+        for _, i in ipairs(forgotten) do assert.is_not_nil(cache:forget("key" .. i)) end
+        for _, i in ipairs(replaced) do assert.are.equal("NEW" .. i, cache:get("key" .. i)) end
+      end)
+      pool[2]:signal("CONT")
+      assert(ok, resumed)
+
+      local deadline, polls = system.monotime() + 30, 0
+      while system.monotime() < deadline do
+        for _, i in ipairs(replaced) do
+          local v, err = cache:get("key" .. i)
+          assert.is_nil(err)
+          assert.is_true(v == nil or v == "NEW" .. i, "key" .. i .. " read back " .. tostring(v))
+        end
+        for _, i in ipairs(forgotten) do
+          local v, err = cache:get("key" .. i)
+          assert.is_nil(err)
+          assert.is_nil(v, "forgotten key" .. i .. " read back " .. tostring(v))
+        end
+        polls = polls + 1
+        system.sleep(0.05)
+      end
+      assert.is_true(polls > 100)
+      -- The resumed server serves its keys again, written anew.
+      assert.are.equal(true, cache:put("key" .. replaced[1], "NEWER"))
+      assert.are.equal("NEWER", cache:get("key" .. replaced[1]))
+      assert.is_true(#wire_keys(pool[2].port) > 0)
+    end)
+
     it("adding a server moves only its share of the keys", function()
       put_keys(cache, 1000)
       local extra = servers.start("memcached")
