@@ -42,6 +42,23 @@ static const cachy_field memcached_fields[] = {
     { NULL, CACHY_OPT_STRING, 0 },
 };
 
+#define MC_LOG_MAX 1024             /* writes remembered per ejected server (see eject) */
+
+/* A write that went to another server while the key's own server was out. */
+typedef struct mc_logged {
+    char *key;                       /* the wire key */
+    size_t len;
+    size_t landed;                   /* the server it went to */
+} mc_logged;
+
+typedef struct mc_out {
+    int out;                         /* ejected; cleaned before it serves again */
+    int overflow;                    /* more than MC_LOG_MAX writes: flush instead */
+    time_t retry_at;
+    mc_logged *log;
+    size_t n;
+} mc_out;
+
 typedef struct mc_state {
     memcached_st *mc;
     memcached_result_st result;      /* the reply a single-key read looks at */
@@ -57,6 +74,9 @@ typedef struct mc_state {
     int was_connected;               /* its server had an open connection then */
     int dropped;                     /* connections were closed during it */
     unsigned char *live;             /* per server position: a connection is open */
+    struct mc_out *out;              /* per server position: ejected, and what to clean (see eject) */
+    size_t nout;                     /* servers ejected and not yet cleaned */
+    memcached_st *ring;              /* the full continuum, never connected: each key's own server */
     char key[MC_HASHED_MAX + 1];     /* the mapped form of a single key */
 } mc_state;
 
@@ -337,11 +357,213 @@ static void drop_connections(mc_state *st)
     st->dropped = 1;
 }
 
+/* The server at position pos. */
+static const memcached_instance_st *server_at(mc_state *st, size_t pos)
+{
+    return memcached_server_instance_by_position(st->mc, (uint32_t)pos);
+}
+
+/*
+ * Failover must never bring back a value that was replaced or forgotten
+ * (issue #13). While a server X is out, writes and deletes of its keys go
+ * to another server Y, and X keeps its copies: when X rejoins, they would
+ * be served again, replaced and forgotten values alike. And Y keeps its
+ * copies of X's keys after X is back: outdated once X is written to, they
+ * would be served on X's next outage. So every write or delete (put, add,
+ * forget, increment, put_many) that goes, while some server is out, to a
+ * server other than the key's own one in the full continuum (st->ring) is
+ * remembered with that key's own server. Before an ejected server serves
+ * again, its remembered keys are deleted there; only if that works does it
+ * rejoin (otherwise it stays out another MC_RETRY_SECONDS); then the same
+ * keys are deleted on the servers they went to. More than MC_LOG_MAX keys:
+ * the server is emptied with flush_all instead, and so is every other
+ * server (where its keys went); a cache may lose entries, never serve
+ * outdated ones. A server that fails such a delete is ejected and emptied
+ * before it serves again. The continuum is rebuilt only here, from this
+ * list of ejected servers, so no server is left out that is not on it.
+ *
+ * What this covers: this process's own writes. Another process's writes
+ * during the outage are cleaned by that process, on its first call after
+ * the retry time; until then this process may read the old value from the
+ * rejoined server. A process that never saw the server fail (it used it
+ * only before and after) cannot know, and is not protected.
+ */
+static void rebuild(mc_state *st)
+{
+    size_t i;
+    for (i = 0; i < st->nservers; i++)
+        memcached_instance_next_retry(server_at(st, i), st->out[i].out ? st->out[i].retry_at : 0);
+    memcached_behavior_set_distribution(st->mc, MEMCACHED_DISTRIBUTION_CONSISTENT_WEIGHTED);
+}
+
+static void mark_out(mc_state *st, size_t pos)
+{
+    mc_out *o = &st->out[pos];
+    if (!o->out) {
+        o->out = 1;
+        st->nout++;
+    }
+    o->retry_at = time(NULL) + MC_RETRY_SECONDS;
+}
+
+static void forget_log(mc_out *o)
+{
+    size_t i;
+    for (i = 0; i < o->n; i++)
+        free(o->log[i].key);
+    free(o->log);
+    o->log = NULL;
+    o->n = 0;
+}
+
 static void eject(mc_state *st, const memcached_instance_st *inst)
 {
-    memcached_instance_next_retry(inst, time(NULL) + MC_RETRY_SECONDS);
+    size_t pos;
+    for (pos = 0; pos < st->nservers; pos++)
+        if (server_at(st, pos) == inst)
+            mark_out(st, pos);
     drop_connections(st);
-    memcached_behavior_set_distribution(st->mc, MEMCACHED_DISTRIBUTION_CONSISTENT_WEIGHTED);
+    rebuild(st);
+}
+
+/* Remembers that the write of wk went to the server at landed (see above). */
+static void note_write(mc_state *st, cachy_slice wk, size_t landed)
+{
+    size_t own, i;
+    mc_out *o;
+    mc_logged *grown;
+    if (landed == MC_NO_POS)
+        return;
+    own = memcached_generate_hash(st->ring, wk.ptr, wk.len);
+    if (own >= st->nservers || own == landed)
+        return;
+    o = &st->out[own];
+    if (!o->out)
+        mark_out(st, own);          /* left out by libmemcached itself */
+    if (o->overflow)
+        return;
+    for (i = o->n; i > 0 && i + 8 > o->n; i--)
+        if (o->log[i - 1].landed == landed && o->log[i - 1].len == wk.len &&
+            memcmp(o->log[i - 1].key, wk.ptr, wk.len) == 0)
+            return;
+    if (o->n >= MC_LOG_MAX || (grown = realloc(o->log, (o->n + 1) * sizeof *grown)) == NULL) {
+        forget_log(o);
+        o->overflow = 1;
+        return;
+    }
+    o->log = grown;
+    if ((o->log[o->n].key = malloc(wk.len)) == NULL) {
+        forget_log(o);
+        o->overflow = 1;
+        return;
+    }
+    memcpy(o->log[o->n].key, wk.ptr, wk.len);
+    o->log[o->n].len = wk.len;
+    o->log[o->n].landed = landed;
+    o->n++;
+}
+
+/* A connection to the one server at pos, for cleaning; NULL if none. */
+static memcached_st *single(mc_state *st, size_t pos)
+{
+    const memcached_instance_st *inst = server_at(st, pos);
+    memcached_st *h = memcached_create(NULL);
+    memcached_return_t rc;
+    if (h == NULL)
+        return NULL;
+    memcached_behavior_set(h, MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, 1);
+    memcached_behavior_set(h, MEMCACHED_BEHAVIOR_NO_BLOCK, 1);
+    memcached_behavior_set(h, MEMCACHED_BEHAVIOR_TCP_NODELAY, 1);
+    memcached_behavior_set(h, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, (uint64_t)ceil(st->connect_timeout * 1000));
+    memcached_behavior_set(h, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, (uint64_t)ceil(st->timeout * 1000));
+    memcached_behavior_set(h, MEMCACHED_BEHAVIOR_SND_TIMEOUT, (uint64_t)ceil(st->timeout * 1000) * 1000);
+    memcached_behavior_set(h, MEMCACHED_BEHAVIOR_RCV_TIMEOUT, (uint64_t)ceil(st->timeout * 1000) * 1000);
+    if (strcmp(memcached_server_type(inst), "SOCKET") == 0)
+        rc = memcached_server_add_unix_socket(h, memcached_server_name(inst));
+    else
+        rc = memcached_server_add(h, memcached_server_name(inst), memcached_server_port(inst));
+    if (rc != MEMCACHED_SUCCESS) {
+        memcached_free(h);
+        return NULL;
+    }
+    return h;
+}
+
+/* Deletes the keys (or, with flush, everything) on the server at pos. 0 ok, -1 failed. */
+static int clean_server(mc_state *st, size_t pos, const mc_out *o, int flush, int own)
+{
+    memcached_st *h = single(st, pos);
+    size_t i;
+    int ret = 0;
+    if (h == NULL)
+        return -1;
+    if (flush) {
+        if (memcached_flush(h, 0) != MEMCACHED_SUCCESS || memcached_last_error(h) != MEMCACHED_SUCCESS)
+            ret = -1;
+    } else {
+        for (i = 0; i < o->n && ret == 0; i++) {
+            memcached_return_t rc;
+            if (!own && o->log[i].landed != pos)
+                continue;
+            rc = memcached_delete(h, o->log[i].key, o->log[i].len, 0);
+            if (rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND)
+                ret = -1;
+        }
+    }
+    memcached_free(h);
+    return ret;
+}
+
+/* Lets back, cleaned, every ejected server whose retry time has come. */
+static void rejoin_due(mc_state *st)
+{
+    time_t now = time(NULL);
+    size_t pos, j;
+    for (pos = 0; pos < st->nservers; pos++) {
+        mc_out *o = &st->out[pos];
+        if (!o->out || now < o->retry_at)
+            continue;
+        if (clean_server(st, pos, o, o->overflow, 1) != 0) {
+            mark_out(st, pos);
+            drop_connections(st);
+            rebuild(st);
+            continue;
+        }
+        o->out = 0;
+        st->nout--;
+        rebuild(st);
+        /* Its keys' copies where they went meanwhile. */
+        for (j = 0; j < st->nservers; j++) {
+            if (j == pos || st->out[j].out)
+                continue;
+            if (o->overflow || o->n > 0) {
+                int used = o->overflow;
+                size_t i;
+                for (i = 0; !used && i < o->n; i++)
+                    used = o->log[i].landed == j;
+                if (used && clean_server(st, j, o, o->overflow, 0) != 0) {
+                    st->out[j].overflow = 1;
+                    forget_log(&st->out[j]);
+                    eject(st, server_at(st, j));
+                }
+            }
+        }
+        /* A fallback that is itself out now gets emptied when it rejoins. */
+        for (j = 0; j < st->nservers; j++) {
+            size_t i;
+            int used = o->overflow;
+            if (j == pos || !st->out[j].out)
+                continue;
+            for (i = 0; !used && i < o->n; i++)
+                used = o->log[i].landed == j;
+            if (used) {
+                forget_log(&st->out[j]);
+                st->out[j].overflow = 1;
+            }
+        }
+        forget_log(o);
+        o->overflow = 0;
+    }
 }
 
 /*
@@ -387,18 +609,14 @@ static void end_attempt(mc_state *st, memcached_return_t rc)
     st->live[st->attempt_pos] = (unsigned char)answered;
 }
 
-/* The server at position pos. */
-static const memcached_instance_st *server_at(mc_state *st, size_t pos)
-{
-    return memcached_server_instance_by_position(st->mc, (uint32_t)pos);
-}
-
 /* The server that owns wk now; notes the start of an attempt on it. */
 static const memcached_instance_st *owner_of(mc_state *st, cachy_slice wk)
 {
     size_t pos = 0;
     if (st->nservers > 1) {
-        memcached_autoeject(st->mc);     /* rejoin servers whose retry time has come */
+        if (st->nout)
+            rejoin_due(st);              /* clean and rejoin servers whose retry time has come */
+        memcached_autoeject(st->mc);
         pos = memcached_generate_hash(st->mc, wk.ptr, wk.len);
     }
     begin_attempt(st, pos);
@@ -577,6 +795,14 @@ static void release(cachy_store *s, int end_connections)
     }
     if (st->mc && end_connections)
         memcached_free(st->mc);
+    if (st->ring)
+        memcached_free(st->ring);       /* never connected */
+    if (st->out) {
+        size_t i;
+        for (i = 0; i < st->nservers; i++)
+            forget_log(&st->out[i]);
+        free(st->out);
+    }
     free(st->live);
     free(st);
     s->impl = NULL;
@@ -749,7 +975,10 @@ static int mc_open(cachy_store *s, cachy_error *err)
         if (add_server(s, st, list[i], &addr, err) != 0)
             goto fail;
     st->live = calloc(st->nservers, 1);
-    if (st->live == NULL) {
+    st->out = calloc(st->nservers, sizeof *st->out);
+    if (st->nservers > 1)
+        st->ring = memcached_clone(NULL, st->mc);
+    if (st->live == NULL || st->out == NULL || (st->nservers > 1 && st->ring == NULL)) {
         cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
         goto fail;
     }
@@ -884,8 +1113,11 @@ static void owners(mc_state *st, const cachy_slice *wk, const char *pending, siz
                    uint32_t *srv)
 {
     size_t i;
-    if (st->nservers > 1)
+    if (st->nservers > 1) {
+        if (st->nout)
+            rejoin_due(st);
         memcached_autoeject(st->mc);
+    }
     for (i = 0; i < n; i++)
         srv[i] = pending[i] && st->nservers > 1 ? memcached_generate_hash(st->mc, wk[i].ptr, wk[i].len)
                                                 : 0;
@@ -907,7 +1139,7 @@ typedef memcached_return_t (*mc_group_fn)(mc_state *st, void *ctx, const size_t 
  * a round. Clears pending[i] as key i is answered.
  */
 static int each_owner(cachy_store *s, mc_state *st, const cachy_slice *wk, char *pending,
-                      size_t n, mc_group_fn send, void *ctx, cachy_error *err)
+                      size_t n, mc_group_fn send, void *ctx, int writes, cachy_error *err)
 {
     size_t nsrv = memcached_server_count(st->mc), i, srv_i;
     size_t *sel = malloc(n * sizeof *sel);
@@ -939,6 +1171,9 @@ static int each_owner(cachy_store *s, mc_state *st, const cachy_slice *wk, char 
             end_attempt(st, rc);
             if (fatal)
                 goto done;
+            if (writes && st->nout)     /* sent, answered or not */
+                for (i = 0; i < m; i++)
+                    note_write(st, wk[sel[i]], srv_i);
             if (rc == MEMCACHED_SUCCESS) {
                 for (i = 0; i < m; i++)
                     pending[sel[i]] = 0;
@@ -1072,7 +1307,7 @@ static int mc_many(cachy_store *s, const cachy_slice *keys, size_t n, cachy_buf 
     c.outs = outs;
     c.found = found;
     c.err = err;
-    ret = each_owner(s, st, wk, pending, n, get_on_server, &c, err);
+    ret = each_owner(s, st, wk, pending, n, get_on_server, &c, 0, err);
 done:
     if (ret != 0)
         for (i = 0; i < n; i++)
@@ -1132,8 +1367,11 @@ static memcached_return_t write_one(mc_state *st, mc_write_fn write, int (*answe
         *owner = owner_of(st, wk);
         rc = write(st->mc, wk.ptr, wk.len, val.ptr, val.len, exp, 0);
         end_attempt(st, rc);
-        if (answered(rc) || !try_again(st, &t, rc, *owner))
+        if (answered(rc) || !try_again(st, &t, rc, *owner)) {
+            if (st->nout)
+                note_write(st, wk, st->attempt_pos);
             return rc;
+        }
     }
 }
 
@@ -1272,7 +1510,7 @@ static int mc_put_many(cachy_store *s, const cachy_slice *keys, const cachy_slic
     c.wk = wk;
     c.vals = vals;
     c.exp = expiry_of(ttl_ms);
-    ret = each_owner(s, st, wk, pending, n, put_on_server, &c, err);
+    ret = each_owner(s, st, wk, pending, n, put_on_server, &c, 1, err);
 done:
     free(block);
     free(wk);
@@ -1368,12 +1606,22 @@ static memcached_return_t repair_wrapped(mc_state *st, cachy_slice wk)
  *    cannot tell an item's remaining lifetime, so this rewrite stores the
  *    counter without expiry.
  * On a CAS-unique mismatch or a vanished key the round starts again.
+ * Unsigned text above INT64_MAX is never counted on: memcached's incr would
+ * wrap it (a value another client wrote as 18446744073709551615 would give
+ * 0). It is waited on instead, as another writer's two's complement about
+ * to be rewritten signed; left unchanged for the I/O timeout, it is not an
+ * integer (CACHY_ENOTINT), and so is a counter whose writer died between
+ * its wrap and its repair.
  * Returns 0 (*result set), -1 with *rcp set, or -2 with err set.
  */
 static int mc_incr_once(cachy_store *s, mc_state *st, cachy_slice key, cachy_slice wk, int64_t by,
                         int64_t *result, memcached_return_t *rcp, cachy_error *err)
 {
-    int64_t deadline = cachy_monotonic_ms() + (int64_t)(st->timeout * 1000);
+    int64_t wait_ms = (int64_t)(st->timeout * 1000);
+    int64_t start = cachy_monotonic_ms(), deadline = start + wait_ms;
+    int64_t wrap_until = 0;
+    uint64_t wrap_cas = 0;
+    int wrap_seen = 0, wrap_polls = 0;
     int tries;
     for (tries = 0;; tries++) {
         memcached_return_t rc = MEMCACHED_SUCCESS;
@@ -1411,15 +1659,46 @@ static int mc_incr_once(cachy_store *s, mc_state *st, cachy_slice key, cachy_sli
             fail_not_int(s, key, err);
             return -2;
         }
+        if (wrapped) {
+            /* Unsigned text above INT64_MAX: the two's complement another
+             * writer's decrement leaves for a moment (it rewrites it signed
+             * at once, see repair_wrapped), or a number another client
+             * wrote beyond int64, which memcached's incr would wrap. Only
+             * time tells them apart: the same item (same CAS unique) still
+             * there after the I/O timeout is not a counter. */
+            uint64_t cas = memcached_result_cas(&st->result);
+            int64_t now = cachy_monotonic_ms();
+            if (!wrap_seen || cas != wrap_cas) {
+                if (now >= start + 3 * wait_ms) {
+                    char secs[32];
+                    format_seconds(st->timeout, secs, sizeof secs);
+                    cachy_error_set(err, s, CACHY_EBACKEND,
+                                    "increment lost races with other writers for 3 times %s s",
+                                    secs);
+                    return -2;
+                }
+                wrap_seen = 1;
+                wrap_cas = cas;
+                wrap_until = now + wait_ms;
+                wrap_polls = 0;
+            } else if (now >= wrap_until) {
+                fail_not_int(s, key, err);
+                return -2;
+            }
+            usleep(wrap_polls++ < 10 ? 1000 : 10000);
+            deadline = cachy_monotonic_ms() + wait_ms;   /* the wait is not a lost race */
+            tries = -1;
+            continue;
+        }
         if (cachy_checked_add(v, by, &r) != 0) {
             fail_range(s, key, err);
             return -2;
         }
-        if (by == 0 && !wrapped) {
+        if (by == 0) {
             *result = v;
             return 0;
         }
-        if (!wrapped && v >= 0 && r >= 0) {
+        if (v >= 0 && r >= 0) {
             uint64_t after = 0;
             rc = memcached_increment_by_key(st->mc, wk.ptr, wk.len, wk.ptr, wk.len, (uint64_t)by,
                                             &after);
@@ -1489,6 +1768,8 @@ static int mc_incr(cachy_store *s, cachy_slice key, int64_t by, int64_t *result,
         if (r != -1 || !try_again(st, &t, rc, owner))
             break;
     }
+    if (st->nout)
+        note_write(st, wk, st->attempt_pos);
     if (r == -1)
         return mc_fail(s, st, rc, 0, owner, err);
     return r == 0 ? 0 : -1;

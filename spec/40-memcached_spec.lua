@@ -289,6 +289,36 @@ describe("memcached", function()
         end
       end)
 
+      -- Issue #13 item 2: memcached's incr adds modulo 2^64, so a counter
+      -- another client wrote beyond int64 must not be counted as if it
+      -- were the two's complement of a negative number.
+      it("gives nil, err, code for counters another client wrote beyond int64, and leaves them unchanged", function()
+        local quick = manager({ addr(srv.port) }, { timeout = 0.2 })
+        local function raw_value(key)
+          return tool("raw", srv.port, "get " .. key .. "\\r\\n"):match("VALUE %S+ %d+ %d+\n(%S+)")
+        end
+        for _, text in ipairs({ "18446744073709551615", "9223372036854775808" }) do
+          assert.are.equal("STORED\n", tool("raw", srv.port,
+            string.format("set big 0 0 %d\\r\\n%s\\r\\n", #text, text)))
+          for _, call in ipairs({ "increment", "decrement" }) do
+            local v, err, code = quick[call](quick, "big", 1)
+            assert.is_nil(v, call .. " of " .. text .. " gave " .. tostring(v))
+            assert.are.equal(string.format("store 'main' (memcached %s): value of key 'big' is not an integer",
+              addr(srv.port)), err)
+            assert.are.equal("not_integer", code)
+            assert.are.equal(text, raw_value("big"))
+          end
+        end
+        assert.are.equal("STORED\n", tool("raw", srv.port, "set top 0 0 19\\r\\n9223372036854775807\\r\\n"))
+        local v, err, code = quick:increment("top", 1)
+        assert.is_nil(v)
+        assert.are.equal(string.format("store 'main' (memcached %s): increment of key 'top' overflows 64 bits",
+          addr(srv.port)), err)
+        assert.are.equal("overflow", code)
+        assert.are.equal("9223372036854775807", raw_value("top"))
+        quick:close()
+      end)
+
       it("gives exactly 2,000 after 4 processes made 500 increments each", function()
         local outs = run_workers(srv.port, "shared", 4, 500, 1)
         assert.are.same({ "ok\n", "ok\n", "ok\n", "ok\n" }, outs)
@@ -433,6 +463,54 @@ describe("memcached", function()
       system.sleep(3.2)                       -- a failed server is left out 2 s (whole seconds)
       put_keys(cache, 300)
       assert.are.equal(before, items(pool[3].port))
+    end)
+
+    -- Issue #13 item 1: while a server is out, its keys' writes and deletes
+    -- go elsewhere; when it comes back, its old copies must not be served.
+    it("never serves a value replaced or forgotten while its server was stopped, for 30 s after it resumes", function()
+      put_keys(cache, 300)
+      local mine = {}
+      for _, w in ipairs(wire_keys(pool[2].port)) do
+        local i = tonumber(w:match("^multi:key(%d+)$"))
+        if i then mine[#mine + 1] = i end
+      end
+      assert.is_true(#mine >= 20, "server 2 holds " .. #mine .. " keys")
+      local replaced, forgotten = {}, {}
+      for j = 1, 10 do replaced[j] = mine[j] end
+      for j = 11, 20 do forgotten[#forgotten + 1] = mine[j] end
+
+      pool[2]:signal("STOP")
+      local ok, resumed = pcall(function()
+        local v, err = cache:get("key" .. replaced[1])
+        assert.is_nil(v)
+        assert.is_nil(err)                                       -- ejected: a plain miss
+        for _, i in ipairs(replaced) do assert.are.equal(true, cache:put("key" .. i, "NEW" .. i)) end
+        for _, i in ipairs(forgotten) do assert.is_not_nil(cache:forget("key" .. i)) end
+        for _, i in ipairs(replaced) do assert.are.equal("NEW" .. i, cache:get("key" .. i)) end
+      end)
+      pool[2]:signal("CONT")
+      assert(ok, resumed)
+
+      local deadline, polls = system.monotime() + 30, 0
+      while system.monotime() < deadline do
+        for _, i in ipairs(replaced) do
+          local v, err = cache:get("key" .. i)
+          assert.is_nil(err)
+          assert.is_true(v == nil or v == "NEW" .. i, "key" .. i .. " read back " .. tostring(v))
+        end
+        for _, i in ipairs(forgotten) do
+          local v, err = cache:get("key" .. i)
+          assert.is_nil(err)
+          assert.is_nil(v, "forgotten key" .. i .. " read back " .. tostring(v))
+        end
+        polls = polls + 1
+        system.sleep(0.05)
+      end
+      assert.is_true(polls > 100)
+      -- The resumed server serves its keys again, written anew.
+      assert.are.equal(true, cache:put("key" .. replaced[1], "NEWER"))
+      assert.are.equal("NEWER", cache:get("key" .. replaced[1]))
+      assert.is_true(#wire_keys(pool[2].port) > 0)
     end)
 
     it("adding a server moves only its share of the keys", function()
