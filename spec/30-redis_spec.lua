@@ -478,6 +478,29 @@ describe("redis", function()
       assert.are.equal("v", c:get("k"))
     end)
 
+    it("a put that timed out may have been applied: a later get sees the old or the new value", function()
+      local s = servers.start("redis")
+      finally(function() resume(s) kill(s) end)
+      local c = store({ port = s.port, timeout = 0.3 })
+      assert.are.equal(true, c:put("k", "old"))
+      pause(s)
+      local r = pack(c:put("k", "new"))
+      resume(s)
+      assert.are.same({ n = 3, nil, "store 'main' (redis " .. address(s.port) .. "): timed out after 0.3 s",
+        "timeout" }, r)
+      -- the connection was dropped; the next calls connect again and work
+      for _ = 1, 20 do
+        local v, err = c:get("k")
+        assert.is_nil(err)
+        assert.is_true(v == "old" or v == "new", "got " .. tostring(v))
+        system.sleep(0.01)
+      end
+      assert.are.equal(true, c:put("other", 1))
+      assert.are.equal(1, c:get("other"))
+      assert.are.equal(true, c:put("k", "last"))
+      assert.are.equal("last", c:get("k"))
+    end)
+
     it("200 cycles of a get that times out, then a get of another key: 0 wrong values", function()
       local s = servers.start("redis")
       finally(function() resume(s) kill(s) end)
