@@ -30,6 +30,10 @@
  * a later command. The next call connects again (AUTH and SELECT included).
  * An idle connection is checked before each request, so a server that was
  * restarted since the last call costs a reconnect, not an error.
+ *
+ * A connect that fails (see the breaker below) is not tried again for
+ * retry_after seconds: calls in between fail at once with its error, so a
+ * dead server costs one connect_timeout per retry_after, not one per call.
  */
 #include <errno.h>
 #include <limits.h>
@@ -38,6 +42,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <hiredis.h>
 
@@ -52,6 +57,9 @@
 #define SCAN_MAX_KEYS 100000
 #define TEXT_SHOWN 200
 #define READ_CHUNK 16384
+/* Seconds a failed connect keeps the store from connecting again (as
+ * memcached leaves a failed server out for 2 s). */
+#define RETRY_AFTER 2.0
 
 typedef struct reply {
     int type;                   /* REDIS_REPLY_* */
@@ -68,6 +76,7 @@ typedef struct rconn {
     int port;
     long long db;
     double connect_timeout, timeout;       /* seconds */
+    int64_t retry_ms;                      /* retry_after; 0: no breaker */
 
     redisContext *ctx;                     /* NULL while disconnected */
     redisReader *reader;                   /* one per connection */
@@ -93,6 +102,7 @@ static const cachy_field redis_fields[] = {
     { "password", CACHY_OPT_STRING, 0 },
     { "connect_timeout", CACHY_OPT_NUMBER, 0 },
     { "timeout", CACHY_OPT_NUMBER, 0 },
+    { "retry_after", CACHY_OPT_NUMBER, 0 },
     { NULL, CACHY_OPT_STRING, 0 },
 };
 
@@ -418,7 +428,7 @@ static int connect_failed(cachy_store *s, rconn *c, cachy_error *err)
 {
     const char *why = c->ctx ? c->ctx->errstr : "out of memory";
     char t[32], cause[200];
-    cachy_errcode code = CACHY_ECONN;
+    cachy_errcode code = CACHY_EREFUSED;     /* also after a connection, not only at open */
     if (c->ctx == NULL)
         code = CACHY_ENOMEM;
     if (strstr(why, strerror(ECONNREFUSED)))
@@ -447,7 +457,7 @@ static int handshake_error(cachy_store *s, rconn *c, const char *what, const rep
 }
 
 /* Connects, sets the socket timeouts, then AUTH and SELECT in one round trip. */
-static int conn_open(cachy_store *s, rconn *c, cachy_error *err)
+static int handshake(cachy_store *s, rconn *c, cachy_error *err)
 {
     struct timeval tv;
     int64_t ms = timeout_ms(c->connect_timeout);
@@ -509,6 +519,71 @@ static int conn_open(cachy_store *s, rconn *c, cachy_error *err)
             return -1;
     }
     return 0;
+}
+
+/* ---- the breaker -------------------------------------------------------- */
+
+/*
+ * After a failed connect the store does not connect again for retry_after
+ * seconds; calls in between fail at once with that connect's error (message
+ * and code). "Failed connect" is any failure to get a usable connection that
+ * the manager treats as a connection failure: refused, no such socket,
+ * connect_timeout passed, or the AUTH/SELECT round trip timing out or
+ * breaking. Not: the server answering AUTH or SELECT with an error (it is
+ * up, and says so at once), nor a failure of a command on a connection that
+ * was established, which is dropped and followed by a fresh connect on the
+ * next call as before (a slow command is not a dead server; if that connect
+ * fails, the breaker trips then).
+ *
+ * The manager closes the store (freeing its rconn) after every connection
+ * failure, so the breaker cannot live in the rconn: it is kept in the
+ * store's own options, as an entry no config can name (config fields come
+ * from redis_fields), which lives exactly as long as the store and is freed
+ * with it. It records the process that failed: a forked child's copy does
+ * not hold the child back, it connects for itself.
+ */
+#define BREAKER_OPTION "\x01redis breaker"
+
+typedef struct breaker {
+    pid_t pid;                  /* the process whose connect failed */
+    int64_t retry_at;           /* monotonic ms: no connect before this */
+    cachy_error last;           /* what the failed connect returned */
+} breaker;
+
+/* The store's breaker; with create, made when it has none (NULL: no memory). */
+static breaker *breaker_of(cachy_store *s, int create)
+{
+    cachy_option *opt = (cachy_option *)cachy_opt_find(&s->opts, BREAKER_OPTION);
+    if (opt == NULL) {
+        if (!create ||
+            cachy_options_add_number(&s->opts, BREAKER_OPTION, CACHY_OPT_NUMBER, 0) != 0)
+            return NULL;
+        opt = &s->opts.items[s->opts.n - 1];
+    }
+    if (opt->str == NULL && create)
+        opt->str = calloc(1, sizeof(breaker));     /* freed with the options */
+    return (breaker *)opt->str;
+}
+
+/* Connects, unless a connect failed less than retry_after ago. Only called
+ * to (re)connect, never on a call that has its connection. */
+static int conn_open(cachy_store *s, rconn *c, cachy_error *err)
+{
+    breaker *b = breaker_of(s, 0);
+    if (b && b->retry_at > cachy_monotonic_ms() && b->pid == getpid()) {
+        *err = b->last;
+        return -1;
+    }
+    if (handshake(s, c, err) == 0)
+        return 0;
+    if (c->retry_ms > 0 && (err->code == CACHY_EREFUSED || err->code == CACHY_ECONN ||
+                            err->code == CACHY_ETIMEOUT) &&
+        (b != NULL || (b = breaker_of(s, 1)) != NULL)) {
+        b->pid = getpid();
+        b->retry_at = cachy_monotonic_ms() + c->retry_ms;
+        b->last = *err;
+    }
+    return -1;
 }
 
 /* Gives an idle connection to the caller, or connects anew. A connection the
@@ -581,12 +656,14 @@ static int read_options(cachy_store *s, rconn *c, cachy_error *err)
 {
     const cachy_options *o = &s->opts;
     double port = cachy_opt_number(o, "port", 6379), db = cachy_opt_number(o, "db", 0);
+    double retry_after;
     c->host = cachy_opt_string(o, "host", "127.0.0.1");
     c->socket = cachy_opt_string(o, "socket", NULL);
     c->username = cachy_opt_string(o, "username", NULL);
     c->password = cachy_opt_string(o, "password", NULL);
     c->connect_timeout = cachy_opt_number(o, "connect_timeout", 1.0);
     c->timeout = cachy_opt_number(o, "timeout", 1.0);
+    retry_after = cachy_opt_number(o, "retry_after", RETRY_AFTER);
     if (c->socket)
         snprintf(s->address, sizeof s->address, "%s", c->socket);
     else if (strchr(c->host, ':'))
@@ -601,10 +678,13 @@ static int read_options(cachy_store *s, rconn *c, cachy_error *err)
         return bad_option(s, "connect_timeout", "a number of seconds above 0, at most 86400", err);
     if (!(c->timeout > 0 && c->timeout <= 86400))
         return bad_option(s, "timeout", "a number of seconds above 0, at most 86400", err);
+    if (!(retry_after >= 0 && retry_after <= 86400))
+        return bad_option(s, "retry_after", "a number of seconds from 0, at most 86400", err);
     if (c->username && !c->password)
         return bad_option(s, "password", "set when 'username' is", err);
     c->port = (int)port;
     c->db = (long long)db;
+    c->retry_ms = retry_after > 0 ? timeout_ms(retry_after) : 0;
     return 0;
 }
 

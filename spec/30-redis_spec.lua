@@ -58,6 +58,46 @@ local function kill(server)
   error("redis-server " .. server.pid .. " did not die")
 end
 
+-- A listener whose accept queue is full, so that connecting to it hangs
+-- until connect_timeout (spec/helpers/memcached_tool.py listen full):
+-- { port, stop } (stop kills it by its PID).
+local function full_listener()
+  local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec"
+  local portfile = string.format("%s/redis-spec-%d-%d-port", tmp, os.time(), math.random(1e9))
+  local pid = tonumber(sh(string.format("python3 %s listen full %s >/dev/null 2>&1 & echo $!",
+    quote(here .. "/helpers/memcached_tool.py"), quote(portfile))):match("%d+"))
+  local pidfile = os.getenv("CACHY_PIDFILE")
+  if pidfile then
+    local f = io.open(pidfile, "a")
+    if f then f:write(pid, "\n") f:close() end
+  end
+  local port
+  for _ = 1, 500 do
+    local f = io.open(portfile)
+    if f then
+      port = tonumber(f:read("*a"))
+      f:close()
+      break
+    end
+    system.sleep(0.01)
+  end
+  os.remove(portfile)
+  if not port then
+    os.execute("kill " .. pid .. " 2>/dev/null")
+    error("the full listener did not start")
+  end
+  return {
+    port = port,
+    stop = function()
+      os.execute("kill " .. pid .. " 2>/dev/null")
+      for _ = 1, 500 do
+        if servers.gone(pid) then return end
+        system.sleep(0.01)
+      end
+    end,
+  }
+end
+
 -- Seconds fn() takes, then its results.
 local function timed(fn)
   local t0 = system.monotime()
@@ -363,7 +403,8 @@ describe("redis", function()
     local path = string.format("%s/redis-%d.sock", tmp, os.time() % 100000)
     local s = servers.start("redis", { "--unixsocket", path, "--unixsocketperm", "700" })
     finally(function() kill(s) end)
-    local c = store({ socket = path, port = 1 })       -- the port is not used
+    -- the port is not used; retry_after = 0: the second failure is a connect of its own
+    local c = store({ socket = path, port = 1, retry_after = 0 })
     assert.are.equal(true, c:put("k", 12345))
     assert.are.equal(12345, c:get("k"))
     assert.are.equal("12345", cli(s, "GET", "k"))
@@ -403,10 +444,10 @@ describe("redis", function()
       end
     end)
 
-    it("after SIGKILL and a restart on the same port, the same store works on the next call", function()
+    it("after SIGKILL and a restart on the same port, the same store works on the next call (retry_after = 0)", function()
       local s = servers.start("redis")
       finally(function() kill(s) end)
-      local c = store({ port = s.port })
+      local c = store({ port = s.port, retry_after = 0 })   -- no breaker: every call connects
       assert.are.equal(true, c:put("k", "before"))
       kill(s)
       s:restart()
@@ -435,6 +476,29 @@ describe("redis", function()
       assert.are.equal("store 'main' (redis " .. address(s.port) .. "): timed out after 0.3 s", r[2])
       assert.is_true(secs >= 0.3 and secs < 0.8, "took " .. secs .. " s")
       assert.are.equal("v", c:get("k"))
+    end)
+
+    it("a put that timed out may have been applied: a later get sees the old or the new value", function()
+      local s = servers.start("redis")
+      finally(function() resume(s) kill(s) end)
+      local c = store({ port = s.port, timeout = 0.3 })
+      assert.are.equal(true, c:put("k", "old"))
+      pause(s)
+      local r = pack(c:put("k", "new"))
+      resume(s)
+      assert.are.same({ n = 3, nil, "store 'main' (redis " .. address(s.port) .. "): timed out after 0.3 s",
+        "timeout" }, r)
+      -- the connection was dropped; the next calls connect again and work
+      for _ = 1, 20 do
+        local v, err = c:get("k")
+        assert.is_nil(err)
+        assert.is_true(v == "old" or v == "new", "got " .. tostring(v))
+        system.sleep(0.01)
+      end
+      assert.are.equal(true, c:put("other", 1))
+      assert.are.equal(1, c:get("other"))
+      assert.are.equal(true, c:put("k", "last"))
+      assert.are.equal("last", c:get("k"))
     end)
 
     it("200 cycles of a get that times out, then a get of another key: 0 wrong values", function()
@@ -534,6 +598,126 @@ end
       for i = 1, 20 do
         assert.are.equal(97, c:get("k" .. i))
       end
+    end)
+
+    describe("breaker", function()
+      -- Calls c:get("k") every 10 ms until one succeeds (at most `limit` s):
+      -- the time of that success, and the errors before it.
+      local function until_works(c, limit)
+        local deadline, errors = system.monotime() + limit, {}
+        while system.monotime() < deadline do
+          local v, err, code = c:get("k")
+          if err == nil then return system.monotime(), errors end
+          errors[#errors + 1] = code .. " " .. err
+          system.sleep(0.01)
+        end
+        return nil, errors
+      end
+
+      -- 100 gets, all nil, want, code; their total time.
+      local function hundred_calls(c, want, code)
+        local t0 = system.monotime()
+        for i = 1, 100 do
+          local r = pack(c:get("k"))
+          assert.are.same({ n = 3, nil, want, code }, r, "call " .. i)
+        end
+        return system.monotime() - t0
+      end
+
+      it("a refused connect: 100 calls under 1.5 s; after a restart on the same port, works within retry_after (2 s)", function()
+        local s = servers.start("redis")
+        finally(function() kill(s) end)
+        local c = store({ port = s.port, connect_timeout = 1.0 })
+        assert.are.equal(true, c:put("k", "v"))
+        kill(s)
+        local want = "store 'main' (redis " .. address(s.port) .. "): connection refused"
+        local t_first = system.monotime()
+        local secs = hundred_calls(c, want, "refused")
+        assert.is_true(secs < 1.5, "100 calls took " .. secs .. " s")
+        s:restart()
+        local t_back = system.monotime()
+        local t_ok, errors = until_works(c, 5)
+        assert.is_not_nil(t_ok, "never worked again: " .. tostring(errors[#errors]))
+        -- held back until retry_after had passed since the failed connect ...
+        assert.is_true(t_ok >= t_first + 2.0, "worked " .. (t_ok - t_first) .. " s after the failure")
+        -- ... and working at once after that, or as soon as the server was back
+        local due = math.max(t_back, t_first + secs + 2.0)
+        assert.is_true(t_ok - due < 0.3, "worked " .. (t_ok - due) .. " s late")
+        for _, e in ipairs(errors) do assert.are.equal("refused " .. want, e) end
+      end)
+
+      it("a connect that times out: 100 calls under 1.5 s; a server on that port works within retry_after", function()
+        local l = full_listener()
+        local s
+        finally(function()
+          l.stop()
+          if s then kill(s) end
+        end)
+        local c = store({ port = l.port, connect_timeout = 1.0, retry_after = 1 })
+        local want = "store 'main' (redis " .. address(l.port) .. "): connect timed out after 1.0 s"
+        local took, r = timed(function() return c:get("k") end)
+        assert.are.same({ n = 3, nil, want, "timeout" }, r)
+        assert.is_true(took >= 0.95 and took < 1.4, "the first call took " .. took .. " s")
+        local t_failed = system.monotime()
+        local secs = hundred_calls(c, want, "timeout")
+        assert.is_true(took + secs < 1.5, "101 calls took " .. (took + secs) .. " s")
+        l.stop()
+        s = servers.start_on("redis", nil, l.port)
+        local t_back = system.monotime()
+        local t_ok, errors = until_works(c, 5)
+        assert.is_not_nil(t_ok, "never worked again: " .. tostring(errors[#errors]))
+        assert.is_true(t_ok - math.max(t_back, t_failed + 1.0) < 0.3, "worked " .. (t_ok - t_back) ..
+          " s after the server was back, " .. (t_ok - t_failed) .. " s after the failure")
+        for _, e in ipairs(errors) do assert.are.equal("timeout " .. want, e) end
+      end)
+
+      it("a timeout on an established connection does not trip it: the next call connects", function()
+        local s = servers.start("redis")
+        finally(function() resume(s) kill(s) end)
+        local c = store({ port = s.port, timeout = 0.2, retry_after = 60 })
+        assert.are.equal(true, c:put("k", "v"))
+        pause(s)
+        local v, err, code = c:get("k")
+        resume(s)
+        assert.is_nil(v)
+        assert.are.equal("timeout", code, err)
+        assert.are.equal("v", c:get("k"))
+      end)
+
+      it("belongs to its process: a forked child connects at once while the parent is held back", function()
+        local process = require("spec_process")
+        local s = servers.start("redis")
+        finally(function() kill(s) end)
+        local c = store({ port = s.port, retry_after = 60 })
+        assert.are.equal(true, c:put("k", "v"))
+        kill(s)
+        local want = "store 'main' (redis " .. address(s.port) .. "): connection refused"
+        assert.are.same({ n = 3, nil, want, "refused" }, pack(c:get("k")))
+        s:restart()
+        local pid = process.fork()
+        if pid == 0 then
+          local ok = pcall(function()
+            local v, err = c:get("k")
+            assert(v == nil and err == nil, tostring(err))     -- a miss: the data went with the server
+            assert(c:put("k", "child") == true)
+          end)
+          process.exit(ok and 0 or 1)
+        end
+        assert.are.equal(0, process.wait(pid), "the child could not use the store")
+        assert.are.same({ n = 3, nil, want, "refused" }, pack(c:get("k")))
+        assert.are.equal("child", cli(s, "GET", "k"):match("child"))
+      end)
+
+      it("retry_after must be a number of seconds from 0", function()
+        local c = store({ retry_after = -1 })
+        local v, err = c:get("k")
+        assert.is_nil(v)
+        assert.are.equal("store 'main' (redis " .. address(server.port) ..
+          "): field 'retry_after' must be a number of seconds from 0, at most 86400", err)
+        local ok, e = pcall(cachy.new, { stores = { main = { driver = "redis", retry_after = "1" } } })
+        assert.is_false(ok)
+        assert.is_truthy(tostring(e):find("store 'main' field 'retry_after' must be a number, got string", 1, true), e)
+      end)
     end)
 
     it("an error reply is the server's message", function()
