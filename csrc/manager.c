@@ -45,6 +45,7 @@ void cachy_store_free(cachy_store *s)
     free(s->prefix);
     cachy_options_free(&s->opts);
     cachy_buf_free(&s->keybuf);
+    free(s->kept);
     free(s);
 }
 

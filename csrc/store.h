@@ -79,6 +79,8 @@ struct cachy_store {
     char address[128];            /* for error messages ("127.0.0.1:6379"), "" if none */
     cachy_options opts;
     cachy_buf keybuf;             /* scratch for prefixed keys */
+    void *kept;                   /* driver state that outlasts close (a breaker);
+                                     malloc'd by the driver, freed with the store */
 };
 
 #endif

@@ -536,14 +536,11 @@ static int handshake(cachy_store *s, rconn *c, cachy_error *err)
  * fails, the breaker trips then).
  *
  * The manager closes the store (freeing its rconn) after every connection
- * failure, so the breaker cannot live in the rconn: it is kept in the
- * store's own options, as an entry no config can name (config fields come
- * from redis_fields), which lives exactly as long as the store and is freed
- * with it. It records the process that failed: a forked child's copy does
- * not hold the child back, it connects for itself.
+ * failure, so the breaker lives in the store's `kept` slot, which outlasts
+ * closing and is freed with the store. It records the process that failed:
+ * a forked child's copy does not hold the child back, it connects for
+ * itself.
  */
-#define BREAKER_OPTION "\x01redis breaker"
-
 typedef struct breaker {
     pid_t pid;                  /* the process whose connect failed */
     int64_t retry_at;           /* monotonic ms: no connect before this */
@@ -553,16 +550,9 @@ typedef struct breaker {
 /* The store's breaker; with create, made when it has none (NULL: no memory). */
 static breaker *breaker_of(cachy_store *s, int create)
 {
-    cachy_option *opt = (cachy_option *)cachy_opt_find(&s->opts, BREAKER_OPTION);
-    if (opt == NULL) {
-        if (!create ||
-            cachy_options_add_number(&s->opts, BREAKER_OPTION, CACHY_OPT_NUMBER, 0) != 0)
-            return NULL;
-        opt = &s->opts.items[s->opts.n - 1];
-    }
-    if (opt->str == NULL && create)
-        opt->str = calloc(1, sizeof(breaker));     /* freed with the options */
-    return (breaker *)opt->str;
+    if (s->kept == NULL && create)
+        s->kept = calloc(1, sizeof(breaker));
+    return s->kept;
 }
 
 /* Connects, unless a connect failed less than retry_after ago. Only called
