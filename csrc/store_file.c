@@ -18,6 +18,22 @@
  *   28+K    P     the payload
  *   28+K+P  8     XXH3-64 of every byte before it: torn or damaged files
  *
+ * An entry file is at most MAX_ENTRY bytes (512 MB): put refuses larger
+ * ones (too_big), and a reader decides from the header alone, before
+ * reading past the first FIRST_READ bytes, whether the file is one: a file
+ * longer than MAX_ENTRY or whose size differs from what its header declares
+ * is damaged (a miss, removed), however large or sparse it is.
+ *
+ * Symbolic links: PATH itself may be one (the user's choice; it is resolved
+ * when the store opens), but nothing below it is ever followed. Every
+ * directory and file under PATH is opened without following a link: in one
+ * openat2(RESOLVE_NO_SYMLINKS) where the kernel has it (Linux 5.6), else
+ * component by component with O_NOFOLLOW. A symbolic link found where a
+ * directory or an entry of the scheme should be is not the store's: readers
+ * treat it as a miss, writers replace it (unlinking the link itself, never
+ * its target) by a directory or an entry, and prune and flush without a
+ * prefix remove it. Nothing outside PATH is read, written or removed.
+ *
  * Concurrency: every writer (put, add, incr, forget, the removal of a stale
  * file, flush, prune) holds flock() on the key's bucket directory PATH/ab/cd,
  * so read-modify-write is atomic across processes. A writer writes
@@ -47,6 +63,9 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/syscall.h>
+#endif
 
 #include <xxhash.h>
 
@@ -66,6 +85,18 @@
 #define LOCK_ATTEMPTS 100
 /* Bytes read before asking a file's size: most entries fit. */
 #define FIRST_READ 4096
+/* The largest entry file, header and trailer included, written or read. */
+#define MAX_ENTRY ((uint64_t)512 << 20)
+
+#if defined(__linux__) && defined(SYS_openat2) && !defined(CACHY_FILE_NO_OPENAT2)
+#define HAVE_OPENAT2 1
+/* struct open_how and RESOLVE_NO_SYMLINKS of <linux/openat2.h>, which
+ * older kernel headers lack. */
+struct file_open_how {
+    uint64_t flags, mode, resolve;
+};
+#define FILE_RESOLVE_NO_SYMLINKS 0x04
+#endif
 
 typedef struct file_store {
     char *root;          /* absolute path of the directory */
@@ -74,10 +105,12 @@ typedef struct file_store {
     mode_t dmode;        /* directories: fmode plus x where r is set */
     char *path;          /* scratch: root + PATH_TAIL */
     cachy_buf io;        /* scratch: file contents read or written under a lock */
+    int no_openat2;      /* the kernel (or a seccomp filter) refused openat2 */
 } file_store;
 
 /* What a file at a key's name turned out to be. */
-enum { ABSENT, LIVE, STALE /* expired, damaged or foreign: remove */, OTHER /* another key */ };
+enum { ABSENT, LIVE, STALE /* expired, damaged or foreign: remove */, OTHER /* another key */,
+       OPENED /* entry_open: a file to read */ };
 
 typedef struct entry {
     int fd;              /* the file that was read, kept open so its identity holds */
@@ -87,7 +120,7 @@ typedef struct entry {
 } entry;
 
 /* What flush and prune learn from a file's header. */
-enum { NOT_OURS, BROKEN, INTACT };
+enum { NOT_OURS, BROKEN, INTACT, LINK /* a symbolic link at an entry's name */ };
 
 typedef struct head {
     int64_t expiry;
@@ -265,6 +298,151 @@ static int mkdir_p(char *path, mode_t mode)
     }
 }
 
+/* ---- opening without following links ----------------------------------- */
+
+/*
+ * Opens path, an absolute path under the root, in one system call that
+ * fails with ELOOP if any component of it is a symbolic link
+ * (openat2 RESOLVE_NO_SYMLINKS). -1 with errno ENOSYS when the kernel has
+ * no openat2 (before Linux 5.6) or a seccomp filter refuses it: the caller
+ * then walks component by component (bucket_open).
+ */
+static int open_strict(file_store *f, const char *path, int flags)
+{
+#ifdef HAVE_OPENAT2
+    if (!f->no_openat2) {
+        struct file_open_how how;
+        long fd;
+        memset(&how, 0, sizeof how);
+        how.flags = (uint64_t)flags;
+        how.resolve = FILE_RESOLVE_NO_SYMLINKS;
+        do
+            fd = syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
+        while (fd < 0 && errno == EINTR);
+        if (fd >= 0)
+            return (int)fd;
+        if (errno != ENOSYS && errno != EPERM && errno != EINVAL && errno != E2BIG)
+            return -1;
+        f->no_openat2 = 1;
+    }
+#else
+    (void)f;
+    (void)path;
+    (void)flags;
+#endif
+    errno = ENOSYS;
+    return -1;
+}
+
+/*
+ * Opens the directory `name` under pfd without following a symbolic link.
+ * With `create`, makes it if missing (mode exactly `mode`) and replaces a
+ * symbolic link at the name by a directory: the link itself is unlinked,
+ * never its target. Returns the fd; -2 when it is missing, a link or not
+ * a directory and !create; -1 with errno otherwise.
+ */
+static int open_dir_at(int pfd, const char *name, int create, mode_t mode)
+{
+    int attempt;
+    for (attempt = 0; attempt < LOCK_ATTEMPTS; attempt++) {
+        struct stat st;
+        int fd = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd >= 0)
+            return fd;
+        if (errno == ELOOP || errno == ENOTDIR) {
+            /* Linux says ENOTDIR for a link with O_DIRECTORY | O_NOFOLLOW. */
+            if (fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+                if (errno == ENOENT)
+                    continue;
+                return -1;
+            }
+            if (S_ISDIR(st.st_mode))
+                continue;   /* replaced meanwhile */
+            if (!create)
+                return -2;
+            if (!S_ISLNK(st.st_mode)) {
+                errno = ENOTDIR;
+                return -1;
+            }
+            if (unlinkat(pfd, name, 0) != 0 && errno != ENOENT)
+                return -1;
+            continue;
+        }
+        if (errno != ENOENT)
+            return -1;
+        if (!create)
+            return -2;
+        if (mkdirat(pfd, name, mode) == 0) {
+            /* chmod'ed, so that the umask does not narrow it */
+            fd = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (fd >= 0) {
+                if (fchmod(fd, mode) == 0)
+                    return fd;
+                close(fd);
+                return -1;
+            }
+        } else if (errno != EEXIST) {
+            return -1;
+        }
+    }
+    errno = ELOOP;
+    return -1;
+}
+
+/*
+ * Opens the key's bucket directory root/ab/cd component by component: the
+ * root as configured, ab and cd never through a symbolic link (see
+ * open_dir_at; `create` creates what is missing, the root included).
+ * Returns the bucket's fd with *topfd the fd of root/ab (the caller closes
+ * both), -2 when it is absent and !create (a link counts as absent), -1 on
+ * error.
+ */
+static int bucket_open(cachy_store *s, file_store *f, const char *hex, int create, int *topfd,
+                       cachy_error *err)
+{
+    char name[3];
+    int rfd, tfd, bfd, e;
+
+    *topfd = -1;
+    rfd = open(f->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (rfd < 0 && errno == ENOENT && create) {
+        f->path[f->rootlen] = '\0';
+        e = mkdir_p(f->path, f->dmode);
+        if (e != 0 && e != EEXIST)
+            return io_error(s, err, "cannot create directory", f->path, e);
+        rfd = open(f->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    }
+    if (rfd < 0) {
+        if ((errno == ENOENT || errno == ENOTDIR) && !create)
+            return -2;
+        return io_error(s, err, "cannot open directory", f->root, errno);
+    }
+    name[0] = hex[0];
+    name[1] = hex[1];
+    name[2] = '\0';
+    tfd = open_dir_at(rfd, name, create, f->dmode);
+    e = errno;
+    close(rfd);
+    if (tfd == -2)
+        return -2;
+    if (tfd < 0)
+        return io_error(s, err, create ? "cannot create directory" : "cannot open directory",
+                        key_path(f, hex, PATH_TOP), e);
+    name[0] = hex[2];
+    name[1] = hex[3];
+    bfd = open_dir_at(tfd, name, create, f->dmode);
+    e = errno;
+    if (bfd < 0) {
+        close(tfd);
+        if (bfd == -2)
+            return -2;
+        return io_error(s, err, create ? "cannot create directory" : "cannot open directory",
+                        key_path(f, hex, PATH_BUCKET), e);
+    }
+    *topfd = tfd;
+    return bfd;
+}
+
 /* ---- locking ----------------------------------------------------------- */
 
 /*
@@ -272,7 +450,8 @@ static int mkdir_p(char *path, mode_t mode)
  * `create`. Returns the fd (closing it unlocks), -2 when the bucket does
  * not exist and !create, -1 on error. A flush may remove the directory
  * while this process waits for the lock: the lock is then on a directory
- * nobody else will use, so it starts again.
+ * nobody else will use, so it starts again. No symbolic link below the
+ * root is followed (see bucket_open).
  */
 static int bucket_lock(cachy_store *s, file_store *f, const char *hex, int create,
                        cachy_error *err)
@@ -281,27 +460,35 @@ static int bucket_lock(cachy_store *s, file_store *f, const char *hex, int creat
     for (attempt = 0; attempt < LOCK_ATTEMPTS; attempt++) {
         struct stat held, now;
         char *dir = key_path(f, hex, PATH_BUCKET);
-        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int tfd = -1, ok;
+        int fd = open_strict(f, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0) {
-            int e = errno;
-            if (e == ENOENT && create) {
-                e = mkdir_p(dir, f->dmode);
-                if (e == 0 || e == ENOENT)  /* ENOENT: a flush removed a parent meanwhile */
-                    continue;
-                return io_error(s, err, "cannot create directory", dir, e);
-            }
-            if ((e == ENOENT || e == ENOTDIR) && !create)
+            if (errno == ENOENT && !create)
                 return -2;
-            return io_error(s, err, "cannot open directory", dir, e);
+            /* missing, behind a link, or no openat2: one component at a time */
+            fd = bucket_open(s, f, hex, create, &tfd, err);
+            if (fd < 0)
+                return fd;
         }
         while (flock(fd, LOCK_EX) != 0) {
             if (errno != EINTR) {
                 int e = errno;
                 close(fd);
-                return io_error(s, err, "cannot lock", dir, e);
+                if (tfd >= 0)
+                    close(tfd);
+                return io_error(s, err, "cannot lock", key_path(f, hex, PATH_BUCKET), e);
             }
         }
-        if (fstat(fd, &held) == 0 && stat(dir, &now) == 0 && same_file(&held, &now))
+        /* Still the bucket at the key's name (a directory has one name: if
+         * the name leads to it, it is that name's directory). */
+        if (tfd >= 0) {
+            char sub[3] = { hex[2], hex[3], '\0' };
+            ok = fstatat(tfd, sub, &now, AT_SYMLINK_NOFOLLOW) == 0;
+            close(tfd);
+        } else {
+            ok = fstatat(AT_FDCWD, key_path(f, hex, PATH_BUCKET), &now, AT_SYMLINK_NOFOLLOW) == 0;
+        }
+        if (ok && fstat(fd, &held) == 0 && same_file(&held, &now))
             return fd;
         close(fd);
     }
@@ -321,48 +508,77 @@ static int stale(cachy_store *s, file_store *f, const char *hex, entry *e, int h
     return STALE;
 }
 
-/* Whether the n bytes at h are as long as the header they start with says. */
-static int lengths_add_up(const unsigned char *h, size_t n)
+/*
+ * Opens the key's entry file read-only, never through a symbolic link. dfd
+ * is the locked bucket, or AT_FDCWD to open by full path without a lock
+ * (one openat2 where the kernel has it; else, or when that meets a link,
+ * component by component). Returns OPENED with e->fd open, ABSENT (nothing
+ * there, or a link where a directory of the scheme should be), STALE (a
+ * link at the entry's name; e->st from lstat, for remove_stale) or -1.
+ */
+static int entry_open(cachy_store *s, file_store *f, int dfd, const char *hex, entry *e,
+                      cachy_error *err)
 {
-    uint64_t klen, plen;
-    if (n < HEADER_LEN + TRAILER_LEN)
-        return 0;
-    klen = get32(h + 16);
-    plen = get64(h + 20);
-    return plen <= n && HEADER_LEN + klen + plen + TRAILER_LEN == n;
+    /* O_NONBLOCK: a FIFO planted at this name must not hang the reader. */
+    const int flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
+    int bfd = dfd, rc, ie;
+
+    if (dfd == AT_FDCWD) {
+        int tfd;
+        e->fd = open_strict(f, key_path(f, hex, PATH_ENTRY), flags);
+        if (e->fd >= 0)
+            return OPENED;
+        if (errno == ENOENT)   /* met before any link: really absent */
+            return ABSENT;
+        bfd = bucket_open(s, f, hex, 0, &tfd, err);
+        if (bfd == -2)
+            return ABSENT;
+        if (bfd < 0)
+            return -1;
+        close(tfd);
+    }
+    e->fd = openat(bfd, hex, flags);
+    ie = errno;
+    if (e->fd >= 0)
+        rc = OPENED;
+    else if (ie == ENOENT || ie == ENOTDIR)
+        rc = ABSENT;
+    else if (ie == ELOOP)   /* a symbolic link is never ours */
+        rc = fstatat(bfd, hex, &e->st, AT_SYMLINK_NOFOLLOW) == 0 ? STALE : ABSENT;
+    else
+        rc = io_error(s, err, "cannot read", key_path(f, hex, PATH_ENTRY), ie);
+    if (bfd != dfd)
+        close(bfd);
+    return rc;
 }
 
 /*
  * Reads the file at the key's name into buf and classifies it. dfd is the
  * locked bucket, or AT_FDCWD to read by full path without a lock. Returns
  * ABSENT, LIVE, STALE (e->st set), OTHER or -1; e->fd is to be closed by the
- * caller. One read of FIRST_READ bytes comes first: when it returns fewer
- * and they are as long as their header says, they are the whole entry (the
- * checksum below vouches for them). Only otherwise is the file's size asked
- * (fstat, and a read to the end), which would be two more system calls on
- * every hit.
+ * caller. One read of FIRST_READ bytes comes first, and its header decides
+ * how long the entry is: a header that is not ours or declares more than
+ * MAX_ENTRY is STALE at once, whatever the file's size. When the read
+ * returns fewer bytes and exactly as many as the header declares, they are
+ * the whole entry (the checksum below vouches for them). Only otherwise is
+ * the file's size asked (fstat, which would be one more system call on
+ * every hit): it must be what the header declares, and only then is the
+ * rest read.
  */
 static int entry_read(cachy_store *s, file_store *f, int dfd, const char *hex, cachy_slice key,
                       cachy_buf *buf, entry *e, cachy_error *err)
 {
-    const char *name = dfd == AT_FDCWD ? key_path(f, hex, PATH_ENTRY) : hex;
     const unsigned char *h;
     uint64_t klen, plen;
-    size_t size;
+    size_t size, total;
     ssize_t got;
-    int have_st = 0;
+    int have_st = 0, rc;
 
     buf->len = 0;
-    /* O_NONBLOCK: a FIFO planted at this name must not hang the reader. */
-    e->fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    if (e->fd < 0) {
-        int ie = errno;
-        if (ie == ENOENT || ie == ENOTDIR)
-            return ABSENT;
-        if (ie == ELOOP)    /* a symbolic link is never ours */
-            return fstatat(dfd, name, &e->st, AT_SYMLINK_NOFOLLOW) == 0 ? STALE : ABSENT;
-        return io_error(s, err, "cannot read", key_path(f, hex, PATH_ENTRY), ie);
-    }
+    e->fd = -1;
+    rc = entry_open(s, f, dfd, hex, e, err);
+    if (rc != OPENED)
+        return rc;
     if (cachy_buf_reserve(buf, FIRST_READ + 1) != 0) {
         cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
         return -1;
@@ -378,36 +594,37 @@ static int entry_read(cachy_store *s, file_store *f, int dfd, const char *hex, c
         return io_error(s, err, "cannot read", key_path(f, hex, PATH_ENTRY), re);
     }
     size = (size_t)got;
-    if (size == FIRST_READ || !lengths_add_up((const unsigned char *)buf->data, size)) {
-        size_t first = size;
-        if (fstat(e->fd, &e->st) != 0)
-            return io_error(s, err, "cannot read", key_path(f, hex, PATH_ENTRY), errno);
-        have_st = 1;
-        if (!S_ISREG(e->st.st_mode) || e->st.st_size < (off_t)first ||
-            (uint64_t)e->st.st_size >= SIZE_MAX)
-            return STALE;
-        size = (size_t)e->st.st_size;
-        if (size > first) {
-            if (cachy_buf_reserve(buf, size + 1) != 0) {
-                cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
-                return -1;
-            }
-            got = read_at(e->fd, buf->data + first, size - first, (off_t)first);
-            if (got < 0)
-                return io_error(s, err, "cannot read", key_path(f, hex, PATH_ENTRY), errno);
-            if ((size_t)got != size - first)
-                return STALE;
-        }
-    }
-    if (size < HEADER_LEN + TRAILER_LEN)
-        return stale(s, f, hex, e, have_st, err);
     h = (const unsigned char *)buf->data;
-    if (memcmp(h, MAGIC, MAGIC_LEN) != 0 || h[6] != FORMAT_VERSION || h[7] != 0)
+    if (size < HEADER_LEN + TRAILER_LEN || memcmp(h, MAGIC, MAGIC_LEN) != 0 ||
+        h[6] != FORMAT_VERSION || h[7] != 0)
         return stale(s, f, hex, e, have_st, err);
     klen = get32(h + 16);
     plen = get64(h + 20);
-    if (plen > size || HEADER_LEN + klen + plen + TRAILER_LEN != size ||
-        XXH3_64bits(h, size - TRAILER_LEN) != get64(h + size - TRAILER_LEN))
+    if (plen > MAX_ENTRY - HEADER_LEN - TRAILER_LEN ||
+        klen > MAX_ENTRY - HEADER_LEN - TRAILER_LEN - plen)
+        return stale(s, f, hex, e, have_st, err);
+    total = (size_t)(HEADER_LEN + klen + plen + TRAILER_LEN);
+    if (size == FIRST_READ || size != total) {
+        if (fstat(e->fd, &e->st) != 0)
+            return io_error(s, err, "cannot read", key_path(f, hex, PATH_ENTRY), errno);
+        have_st = 1;
+        if (!S_ISREG(e->st.st_mode) || e->st.st_size != (off_t)total || total < size)
+            return STALE;
+        if (total > size) {
+            if (cachy_buf_reserve(buf, total + 1) != 0) {
+                cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+                return -1;
+            }
+            got = read_at(e->fd, buf->data + size, total - size, (off_t)size);
+            if (got < 0)
+                return io_error(s, err, "cannot read", key_path(f, hex, PATH_ENTRY), errno);
+            if ((size_t)got != total - size)
+                return STALE;
+            size = total;
+            h = (const unsigned char *)buf->data;
+        }
+    }
+    if (XXH3_64bits(h, size - TRAILER_LEN) != get64(h + size - TRAILER_LEN))
         return stale(s, f, hex, e, have_st, err);
     if (klen != key.len || memcmp(h + HEADER_LEN, key.ptr, key.len) != 0)
         return OTHER;
@@ -430,8 +647,10 @@ static int entry_write(cachy_store *s, file_store *f, int dfd, const char *hex, 
     size_t total;
     int fd, e;
 
-    if (key.len > UINT32_MAX || val.len > SIZE_MAX - HEADER_LEN - TRAILER_LEN - key.len) {
-        cachy_error_set(err, s, CACHY_ETOOBIG, "key or value too large for a file entry");
+    if (key.len > MAX_ENTRY - HEADER_LEN - TRAILER_LEN ||
+        val.len > MAX_ENTRY - HEADER_LEN - TRAILER_LEN - key.len) {
+        cachy_error_set(err, s, CACHY_ETOOBIG,
+                        "key and value too large for a file entry (512 MB at most)");
         return -1;
     }
     total = HEADER_LEN + key.len + val.len + TRAILER_LEN;
@@ -719,7 +938,7 @@ done:
 
 /*
  * Reads the header and key of an entry file for flush and prune, which
- * decide on those alone. Returns NOT_OURS, BROKEN, INTACT or -1.
+ * decide on those alone. Returns NOT_OURS, BROKEN, INTACT, LINK or -1.
  */
 static int head_read(cachy_store *s, file_store *f, int dfd, const char *dir, const char *name,
                      head *hd, cachy_error *err)
@@ -732,7 +951,9 @@ static int head_read(cachy_store *s, file_store *f, int dfd, const char *dir, co
 
     fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
-        if (errno == ENOENT || errno == ELOOP)
+        if (errno == ELOOP)
+            return LINK;
+        if (errno == ENOENT)
             return NOT_OURS;
         cachy_error_set(err, s, CACHY_EIO, "cannot read %s/%s: %s", dir, name, strerror(errno));
         return -1;
@@ -752,7 +973,8 @@ static int head_read(cachy_store *s, file_store *f, int dfd, const char *dir, co
         goto done;
     klen = get32(h + 16);
     plen = get64(h + 20);
-    if (plen > (uint64_t)st.st_size || HEADER_LEN + klen + plen + TRAILER_LEN != (uint64_t)st.st_size)
+    if ((uint64_t)st.st_size > MAX_ENTRY || plen > (uint64_t)st.st_size ||
+        HEADER_LEN + klen + plen + TRAILER_LEN != (uint64_t)st.st_size)
         goto done;
     f->io.len = 0;
     if (cachy_buf_reserve(&f->io, (size_t)klen + 1) != 0) {
@@ -782,8 +1004,17 @@ typedef struct walk_ctx {
     cachy_slice prefix;  /* flush: only keys starting with it */
 } walk_ctx;
 
+/* Whether the walk removes symbolic links at the scheme's names: prune
+ * and a flush of everything do; a flush of one prefix keeps to its keys. */
+static int removes_links(const walk_ctx *w)
+{
+    return w->prune || w->prefix.len == 0;
+}
+
 /* Decides about one file of a locked bucket; temp files there are
- * leftovers of writers that died. 0 ok, -1 error. */
+ * leftovers of writers that died. A symbolic link at an entry's name is
+ * unlinked (the link, not its target) by prune and a whole flush. 0 ok,
+ * -1 error. */
 static int visit(cachy_store *s, file_store *f, int dfd, const char *dir, const char *name,
                  int is_tmp, const walk_ctx *w, cachy_error *err)
 {
@@ -792,9 +1023,11 @@ static int visit(cachy_store *s, file_store *f, int dfd, const char *dir, const 
         int st = head_read(s, f, dfd, dir, name, &hd, err);
         if (st < 0)
             return -1;
-        if (st == NOT_OURS)
+        if (st == NOT_OURS || (st == LINK && !removes_links(w)))
             return 0;
-        if (w->prune) {
+        if (st == LINK) {
+            /* removed below */
+        } else if (w->prune) {
             if (st == INTACT && !expired(hd.expiry))
                 return 0;
         } else if (w->prefix.len > 0) {
@@ -810,10 +1043,23 @@ static int visit(cachy_store *s, file_store *f, int dfd, const char *dir, const 
     return 0;
 }
 
-/* Opens a directory of the naming scheme under pfd; -1 with errno. */
-static int open_subdir(int pfd, const char *name)
+/* Opens a directory of the naming scheme under pfd, never through a
+ * symbolic link; -1 with errno. A link at the name is unlinked (the link
+ * itself) when the walk removes links, and reads as ENOENT either way. */
+static int open_subdir(int pfd, const char *name, const walk_ctx *w)
 {
-    return openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    int fd = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && (errno == ELOOP || errno == ENOTDIR)) {
+        int e = errno;
+        if (fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
+            if (removes_links(w))
+                unlinkat(pfd, name, 0);
+            e = ENOENT;
+        }
+        errno = e;
+    }
+    return fd;
 }
 
 /* Visits the entries of bucket `top`/`sub` under its lock, then removes it
@@ -827,7 +1073,7 @@ static int walk_bucket(cachy_store *s, file_store *f, int topfd, const char *top
     int fd, rc = 0;
     char *dir = f->path;
 
-    fd = open_subdir(topfd, sub);
+    fd = open_subdir(topfd, sub, w);
     if (fd < 0) {
         if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP)
             return 0;   /* gone meanwhile, or not a directory of ours */
@@ -880,7 +1126,7 @@ static int walk_top(cachy_store *s, file_store *f, int rootfd, const char *top,
     DIR *d;
     int fd, rc = 0;
 
-    fd = open_subdir(rootfd, top);
+    fd = open_subdir(rootfd, top, w);
     if (fd < 0) {
         if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP)
             return 0;

@@ -139,6 +139,8 @@ for _, name in ipairs(sorted_names(hostile)) do
 end
 
 -- ---- file store seeds: entries the store writes, under each control byte --
+-- Two control bytes (fuzz/fuzz_file.c): operation and fixes, then where the
+-- file is (behind which symbolic link) and how large (padded, sparse).
 
 local dir = sh("mktemp -d /tmp/cachy-seeds.XXXXXX"):gsub("%s+$", "")
 local files = cachy.new({ stores = { f = { driver = "file", path = dir } } })
@@ -167,11 +169,26 @@ for _, name in ipairs(sorted_names(entries)) do
   f:close()
   -- Operations 0-6 (bits 3-5); 0x07 keeps lengths, checksum and key right.
   for op = 0, 6 do
-    writefile(string.format("%s/%s-op%d", file_dir, name, op), string.char(op * 8 + 7) .. bytes)
+    writefile(string.format("%s/%s-op%d", file_dir, name, op), string.char(op * 8 + 7, 0) .. bytes)
   end
-  writefile(string.format("%s/%s-raw", file_dir, name), "\0" .. bytes)
+  writefile(string.format("%s/%s-raw", file_dir, name), "\0\0" .. bytes)
+  if name == "string" then
+    for op = 0, 6 do
+      -- Behind a link at the entry's name, the bucket, the top directory.
+      for link = 1, 3 do
+        writefile(string.format("%s/%s-link%d-op%d", file_dir, name, link, op),
+          string.char(op * 8 + 7, link) .. bytes)
+      end
+      -- Extended by 1 GB; declaring 64 GB and as long; half of it padded back.
+      writefile(string.format("%s/%s-sparse-op%d", file_dir, name, op), string.char(op * 8 + 7, 8) .. bytes)
+      writefile(string.format("%s/%s-declares-64g-op%d", file_dir, name, op),
+        string.char(op * 8 + 6, 12) .. bytes)
+      writefile(string.format("%s/%s-truncated-padded-op%d", file_dir, name, op),
+        string.char(op * 8 + 6, 4) .. bytes:sub(1, #bytes - 12))
+    end
+  end
 end
-writefile(file_dir .. "/foreign-text", "\0not a cache entry")
+writefile(file_dir .. "/foreign-text", "\0\0not a cache entry")
 
 -- Headers whose lengths claim far more than the file holds.
 mkdir("fuzz/regress/file")
@@ -180,9 +197,19 @@ local function header(klen, plen)
 end
 for op = 0, 6 do
   writefile(string.format("fuzz/regress/file/lengths-claim-16e18-op%d", op),
-    string.char(op * 8) .. header(0xffffffff, -1 & 0xffffffffffffffff) .. "k" .. ("\0"):rep(8))
+    string.char(op * 8, 0) .. header(0xffffffff, -1 & 0xffffffffffffffff) .. "k" .. ("\0"):rep(8))
   writefile(string.format("fuzz/regress/file/payload-claims-4g-op%d", op),
-    string.char(op * 8 + 4) .. header(1, 0xffffffff) .. "k" .. ("\0"):rep(8))
+    string.char(op * 8 + 4, 0) .. header(1, 0xffffffff) .. "k" .. ("\0"):rep(8))
+  -- A header that declares exactly the file's size, 1 GB and 64 GB of it
+  -- sparse: judged by the header before anything more is read.
+  writefile(string.format("fuzz/regress/file/sparse-1g-op%d", op),
+    string.char(op * 8 + 6, 8) .. header(1, 0) .. "k" .. ("\0"):rep(8))
+  writefile(string.format("fuzz/regress/file/declares-64g-op%d", op),
+    string.char(op * 8 + 4, 12) .. header(1, 0) .. "k" .. ("\0"):rep(8))
+  for link = 1, 3 do
+    writefile(string.format("fuzz/regress/file/link%d-declares-64g-op%d", link, op),
+      string.char(op * 8 + 4, 12 + link) .. header(1, 0) .. "k" .. ("\0"):rep(8))
+  end
 end
 files:close()
 os.execute("rm -rf '" .. dir .. "'")

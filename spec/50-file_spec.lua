@@ -330,6 +330,235 @@ describe("file driver", function()
     end)
   end)
 
+  describe("symbolic links under path", function()
+    -- Links the store did not make: none is followed, nothing outside path
+    -- is read as an entry, written, or removed.
+    local dir, cache, outside
+    before_each(function()
+      dir = fresh_dir()
+      outside = fresh_dir()
+      assert(succeeds("mkdir -p " .. q(outside)))
+      cache = open_store(dir)
+    end)
+    after_each(function()
+      cache:close()
+    end)
+
+    local function parent(path) return (path:match("^(.*)/[^/]+$")) end
+    local function is_link(path) return succeeds("test -L " .. q(path)) end
+    local function is_dir(path) return succeeds("test -d " .. q(path) .. " && ! test -L " .. q(path)) end
+
+    -- The key's entry path, learned by writing it once; the store left empty.
+    local function entry_of(key)
+      assert.are.equal(true, cache:put(key, "probe"))
+      local path = only_entry(dir)
+      assert.are.equal(true, cache:flush())
+      return path
+    end
+
+    for _, level in ipairs({ "bucket (ab/cd)", "top (ab)" }) do
+      it("never writes through a " .. level .. " directory symlinked outside path", function()
+        local entry = entry_of("k")
+        local link = parent(entry)
+        if level == "top (ab)" then link = parent(link) end
+        os.execute("mkdir -p " .. q(parent(link)) .. " && rm -rf " .. q(link)
+          .. " && ln -s " .. q(outside) .. " " .. q(link))
+        assert.are.equal(true, cache:put("k", "new"))
+        assert.are.same({}, list(outside))
+        assert.is_true(is_dir(link))
+        assert.is_false(is_link(entry))
+        assert.are.equal("new", cache:get("k"))
+        assert.are.equal(2, cache:increment("n", 2))
+        assert.are.equal(true, cache:add("a", 1))
+        assert.are.same({}, list(outside))
+        assert.are.equal(true, cache:flush())
+        assert.is_nil(cache:get("k"))
+        assert.are.same({}, list(outside))
+      end)
+    end
+
+    it("does not read a valid entry through a symlinked bucket; flush leaves it outside", function()
+      assert.are.equal(true, cache:put("k", "outside value"))
+      local entry = only_entry(dir)
+      local name = entry:match("[^/]+$")
+      local good = readfile(entry)
+      writefile(outside .. "/" .. name, good)
+      assert.are.equal(true, cache:flush())
+      local bucket = parent(entry)
+      os.execute("mkdir -p " .. q(parent(bucket)) .. " && ln -s " .. q(outside) .. " " .. q(bucket))
+      local v, err = cache:get("k")
+      assert.is_nil(v)
+      assert.is_nil(err)
+      assert.are.equal(false, cache:has("k"))
+      assert.are.equal(false, cache:forget("k"))
+      assert.are.equal(good, readfile(outside .. "/" .. name))
+      assert.are.equal(true, cache:flush())
+      assert.is_nil(cache:get("k"))
+      assert.are.same({ name }, list(outside))
+      assert.are.equal(good, readfile(outside .. "/" .. name))
+      assert.are.equal(1, cache:increment("k"))
+      assert.are.equal(1, cache:get("k"))
+      assert.are.equal(good, readfile(outside .. "/" .. name))
+    end)
+
+    it("does not read an entry file that is a symlink to a valid entry outside", function()
+      assert.are.equal(true, cache:put("k", "outside value"))
+      local entry = only_entry(dir)
+      local target = outside .. "/entry"
+      local good = readfile(entry)
+      writefile(target, good)
+      os.execute("rm " .. q(entry) .. " && ln -s " .. q(target) .. " " .. q(entry))
+      local v, err = cache:get("k")
+      assert.is_nil(v)
+      assert.is_nil(err)
+      assert.are.equal(false, cache:has("k"))
+      assert.are.equal(good, readfile(target))
+      os.execute("ln -sf " .. q(target) .. " " .. q(entry))
+      assert.are.equal(true, cache:put("k", "new"))
+      assert.is_false(is_link(entry))
+      assert.are.equal("new", cache:get("k"))
+      assert.are.equal(good, readfile(target))
+      local ops = {
+        forget = function() return cache:forget("k") end,
+        increment = function() return cache:increment("k") end,
+        flush = function() return cache:flush() end,
+        prune = function() return cache:store("main"):prune() end,
+      }
+      for _, op in ipairs({ "forget", "increment", "flush", "prune" }) do
+        os.execute("mkdir -p " .. q(parent(entry)) .. " && ln -sf " .. q(target) .. " " .. q(entry))
+        assert.is_true(is_link(entry), op)
+        local want = ({ forget = false, increment = 1, flush = true, prune = true })[op]
+        assert.are.equal(want, ops[op](), op)
+        assert.are.equal(good, readfile(target), op)
+        assert.are_not.equal("outside value", cache:get("k"), op)
+      end
+      assert.are.same({ "entry" }, list(outside))
+    end)
+
+    it("flush and prune with symlinks in the tree touch nothing outside", function()
+      for i = 1, 30 do assert.are.equal(true, cache:put("k" .. i, i)) end
+      local entries = list(dir)
+      local good = readfile(dir .. "/" .. entries[1])
+      local a, b = entries[1]:match("^(%x%x)/(%x%x)/")
+      local function free(under)
+        for i = 0, 255 do
+          local t = string.format("%02x", i)
+          if not succeeds("test -e " .. q(under .. "/" .. t)) then return t end
+        end
+      end
+      -- Links at a top name, a bucket name, an entry name and a foreign
+      -- name, to directories holding entries named as the store names them.
+      local t, sub = free(dir), free(dir .. "/" .. a)
+      local planted = {
+        ["t/00/" .. t .. "00" .. string.rep("0", 28)] = good,
+        ["s/" .. a .. sub .. string.rep("0", 28)] = good,
+        ["e"] = good,
+      }
+      os.execute("mkdir -p " .. q(outside .. "/t/00") .. " " .. q(outside .. "/s"))
+      for rel, bytes in pairs(planted) do writefile(outside .. "/" .. rel, bytes) end
+      os.execute(table.concat({
+        "ln -s " .. q(outside .. "/t") .. " " .. q(dir .. "/" .. t),
+        "ln -s " .. q(outside .. "/s") .. " " .. q(dir .. "/" .. a .. "/" .. sub),
+        "ln -s " .. q(outside .. "/e") .. " " .. q(dir .. "/" .. a .. "/" .. b .. "/" .. a .. b .. string.rep("1", 28)),
+        "ln -s " .. q(outside) .. " " .. q(dir .. "/link") }, " && "))
+      assert.are.equal(true, cache:store("main"):prune())
+      assert.are.equal(true, cache:flush())
+      assert.are.equal(true, cache:store("main"):prune())
+      local after = list(outside)
+      assert.are.equal(3, #after)
+      for _, rel in ipairs(after) do assert.are.equal(planted[rel], readfile(outside .. "/" .. rel), rel) end
+      for i = 1, 30 do assert.is_nil(cache:get("k" .. i)) end
+      -- The links at the store's names are gone, the foreign one stays.
+      assert.are.equal("./link\n", sh("cd " .. q(dir) .. " && find . -type l"))
+    end)
+  end)
+
+  describe("entry files far larger than any entry", function()
+    local dir, cache
+    before_each(function()
+      dir = fresh_dir()
+      cache = open_store(dir)
+    end)
+    after_each(function()
+      cache:close()
+    end)
+
+    local function status(field)
+      local f = assert(io.open("/proc/self/status"))
+      local s = f:read("*a")
+      f:close()
+      return tonumber(s:match(field .. ":%s*(%d+) kB"))
+    end
+
+    -- Little-endian bytes of a non-negative integer below 2^53.
+    local function le(n, width)
+      local out = {}
+      for i = 1, width do
+        out[i] = string.char(n % 256)
+        n = math.floor(n / 256)
+      end
+      return table.concat(out)
+    end
+
+    -- The three kinds of huge file planted at the key's entry name.
+    local plant = {
+      zeros = function(path, size)
+        os.execute("rm -f " .. q(path) .. " && truncate -s " .. size .. " " .. q(path))
+      end,
+      ["its own entry, extended"] = function(path, size, key)
+        assert.are.equal(true, cache:put(key, "small"))
+        os.execute("truncate -s " .. size .. " " .. q(path))
+      end,
+      ["a header declaring the file's size"] = function(path, size, key)
+        writefile(path, "cachy\0\1\0" .. le(0, 8) .. le(#key, 4) .. le(size - 36 - #key, 8) .. key)
+        os.execute("truncate -s " .. size .. " " .. q(path))
+      end,
+    }
+
+    local ops = {
+      get = function(c, k) local v, err = c:get(k); assert.is_nil(err); return v end,
+      has = function(c, k) return c:has(k) end,
+      put = function(c, k) return c:put(k, "put") end,
+      forget = function(c, k) return c:forget(k) end,
+      increment = function(c, k) return c:increment(k, 3) end,
+    }
+    local want = { get = nil, has = false, put = true, forget = false, increment = 3 }
+    local order = { "get", "has", "put", "forget", "increment" }
+
+    for _, gb in ipairs({ 1, 100 }) do
+      for _, kind in ipairs({ "zeros", "its own entry, extended", "a header declaring the file's size" }) do
+        it(string.format("answers at once on a %d GB sparse file (%s) at an entry's name", gb, kind), function()
+          local key = "huge"
+          assert.are.equal(true, cache:put(key, "x"))
+          local path = only_entry(dir)
+          local size = gb * 1024 * 1024 * 1024
+          for _, op in ipairs(order) do
+            plant[kind](path, size, key)
+            collectgarbage()
+            local peak_reset = pcall(writefile, "/proc/self/clear_refs", "5")
+            local rss = status("VmRSS")
+            local t0 = system.monotime()
+            local got = ops[op](cache, key)
+            local dt = system.monotime() - t0
+            local grown = math.max(status("VmRSS"), peak_reset and status("VmHWM") or 0) - rss
+            assert.are.equal(want[op], got, op)
+            assert.is_true(dt < 0.25 and grown < 50 * 1024,
+              string.format("%s took %.3f s and grew resident memory by %d kB", op, dt, grown))
+            if op == "put" then assert.are.equal("put", cache:get(key)) end
+            if op == "increment" then assert.are.equal(3, cache:get(key)) end
+            if op ~= "has" then
+              assert.is_true(not exists(path) or #readfile(path) < 4096, op .. " left the huge file")
+            end
+          end
+          assert.are.equal(true, cache:put(key, "normal"))
+          assert.are.equal("normal", cache:get(key))
+          assert.are.equal(true, cache:forget(key))
+          assert.are.equal(5, cache:increment(key, 5))
+        end)
+      end
+    end
+  end)
+
   describe("a full or read-only disk", function()
     it("returns an error naming the file and the cause, and keeps the old value", function()
       local mnt = fresh_dir()
