@@ -9,7 +9,7 @@ CC         ?= cc
 OPT        ?= -O2
 CFLAGS     ?= $(OPT) -g -Wall -Wextra -Wshadow -Wno-unused-parameter
 HIREDIS_INC ?= /usr/include/hiredis
-LIBS       ?= -lmsgpackc -lhiredis -lmemcached -lxxhash
+LIBS       ?= -lmsgpackc -ljansson -lhiredis -lmemcached -lxxhash
 PREFIX     ?= /usr/local
 INST_LIBDIR ?= $(PREFIX)/lib/lua/5.4
 INST_LUADIR ?= $(PREFIX)/share/lua/5.4
@@ -22,7 +22,7 @@ INST_LUADIR ?= $(PREFIX)/share/lua/5.4
 # starting a system nginx on port 80 (see the recipe).
 DEPS = build-essential pkg-config lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev \
        lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev \
-       luarocks lua-busted lua-cjson libhiredis-dev libmemcached-dev libmsgpack-dev \
+       luarocks lua-busted lua-cjson libhiredis-dev libmemcached-dev libmsgpack-dev libjansson-dev \
        libxxhash-dev redis-server memcached valgrind python3 python3-msgpack python3-redis \
        curl nginx-light libnginx-mod-http-lua lua-resty-core lua-resty-lrucache
 

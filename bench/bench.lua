@@ -9,7 +9,7 @@
 --
 -- Environment: BENCH_REDIS_PORT, BENCH_MEMCACHED_PORT, BENCH_DIR (scratch
 -- directory for the file rows), BENCH_INPROCESS=1 (only the rows that need
--- no server or disk: memory, decorator, codec), BENCH_ROUNDS (batches per
+-- no server or disk: memory, decorator, codec, json), BENCH_ROUNDS (batches per
 -- side, default 15), BENCH_BATCH_MS (target length of one batch, default 30),
 -- BENCH_ONLY (Lua patterns separated by commas: only rows whose operation
 -- matches one).
@@ -400,9 +400,27 @@ row("codec decode", "lua-cjson decode", "1.2", function()
   return calls_of(codec.decode, bytes), calls_of(cjson.decode, text)
 end)
 
+-- The JSON codec of the built-in "json" serializer (csrc/json.c, jansson:
+-- exact numbers, refusals by path) against lua-cjson on the same table.
+row("json encode", "lua-cjson encode", nil, function()
+  local codec, cjson = codecs()
+  if not codec then return nil, cjson end
+  check(codec.json_encode(SAMPLE), "json encode")
+  return calls_of(codec.json_encode, SAMPLE), calls_of(cjson.encode, SAMPLE)
+end)
+
+row("json decode", "lua-cjson decode", nil, function()
+  local codec, cjson = codecs()
+  if not codec then return nil, cjson end
+  local text = codec.json_encode(SAMPLE)
+  local ok, back = codec.json_decode(text)
+  check(ok and back.history[2].note == "translation" and back.score == 98.25, "json round trip")
+  return calls_of(codec.json_decode, text), calls_of(cjson.decode, cjson.encode(SAMPLE))
+end)
+
 -- ---- run ---------------------------------------------------------------------------
 
-local IN_PROCESS = { memory = true, floor = true, decorator = true, codec = true }
+local IN_PROCESS = { memory = true, floor = true, decorator = true, codec = true, json = true }
 
 for _, r in ipairs(rows) do
   local family = r.op:match("^(%a+)")

@@ -3,8 +3,11 @@
  * with the same flags) as a Lua module "benchcodec", so that its encode and
  * decode can be timed beside lua-cjson's: encode(value) -> bytes,
  * decode(bytes) -> value. A value the codec refuses raises, as cjson does.
+ * Also the JSON codec (csrc/json.c) as the core module exposes it:
+ * json_encode(value) -> text | nil, why; json_decode(text) -> true, value.
  */
 #include "../csrc/codec.h"
+#include "../csrc/json.h"
 
 typedef struct codec_state {
     cachy_buf buf;
@@ -56,5 +59,9 @@ int luaopen_benchcodec(lua_State *L)
     lua_setfield(L, -3, "encode");
     lua_pushcclosure(L, l_decode, 1);
     lua_setfield(L, -2, "decode");
+    lua_pushcfunction(L, cachy_json_encode);
+    lua_setfield(L, -2, "json_encode");
+    lua_pushcfunction(L, cachy_json_decode);
+    lua_setfield(L, -2, "json_decode");
     return 1;
 }

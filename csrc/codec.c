@@ -24,33 +24,11 @@
 #include <msgpack.h>
 
 #include "codec.h"
+#include "walk.h"
 
 /* ---- paths for error messages ------------------------------------------ */
 
-/*
- * The walk over a value keeps the tables open on the current path (for
- * cycles and depth) and how each was left (for naming what failed). Keys
- * stay on the Lua stack while their subtree is walked, so the path costs
- * nothing until an error renders it.
- */
-enum { SEG_INDEX, SEG_KEY, SEG_INKEY };
-
-typedef struct seg {
-    int kind;           /* SEG_INDEX: array item; SEG_KEY: value under a key; SEG_INKEY: the key itself */
-    int key;            /* stack index of the key (SEG_KEY, SEG_INKEY) */
-    int64_t index;      /* SEG_INDEX */
-} seg;
-
-typedef struct walk {
-    lua_State *L;
-    const char *root;   /* "value", "result", "argument" */
-    int root_no;        /* "result #2": 2; 0 for none */
-    int depth;          /* tables open on the current path */
-    const void *open[CACHY_CODEC_MAX_DEPTH];
-    seg segs[CACHY_CODEC_MAX_DEPTH];    /* segs[d]: the step from open[d] to its current child */
-    char *errmsg;
-    size_t errlen;
-} walk;
+/* The walk (walk.h): shared with json.c. */
 
 /* A truncating writer into errmsg. */
 typedef struct msg {
@@ -86,7 +64,7 @@ static void msg_addf(msg *m, const char *fmt, ...)
         msg_add(m, tmp, (size_t)k < sizeof tmp ? (size_t)k : sizeof tmp - 1);
 }
 
-static void walk_init(walk *w, lua_State *L, const char *root, char *errmsg, size_t errlen)
+void walk_init(walk *w, lua_State *L, const char *root, char *errmsg, size_t errlen)
 {
     w->L = L;
     w->root = root;
@@ -186,45 +164,67 @@ static void msg_root(msg *m, const walk *w)
  * failed. Inside a table used as a key the path goes on from "'s table key":
  * "value's table key.f is a function".
  */
-static int walk_fail_elided(walk *w, const char *what, int keep);
-
-static int walk_fail(walk *w, const char *what)
+int walk_fail(walk *w, const char *what)
 {
     return walk_fail_elided(w, what, 0);
 }
 
-/* The same; with keep > 0, a path deeper than 2 * keep shows its first and
- * last keep steps around "...". */
-static int walk_fail_elided(walk *w, const char *what, int keep)
+/*
+ * The steps of the path up to depth; with keep > 0, a path deeper than
+ * 2 * keep shows its first and last keep steps around "...". 1 when the
+ * last step is a key that failed itself (what is then said: " has <what>
+ * as a key"), 0 otherwise.
+ */
+static int msg_path(msg *m, const walk *w, int depth, int keep, const char *what)
 {
-    msg m = { w->errmsg, w->errlen, 0 };
     int d;
-    msg_root(&m, w);
-    for (d = 0; d < w->depth; d++) {
+    for (d = 0; d < depth; d++) {
         const seg *s = &w->segs[d];
-        if (keep > 0 && w->depth > 2 * keep && d >= keep && d < w->depth - keep) {
+        if (keep > 0 && depth > 2 * keep && d >= keep && d < depth - keep) {
             if (d == keep)
-                msg_adds(&m, "...");
+                msg_adds(m, "...");
             continue;
         }
         if (s->kind == SEG_INKEY) {
-            if (d == w->depth - 1) {
-                msg_addf(&m, " has %s as a key", what);
-                return -1;
+            if (d == depth - 1 && what != NULL) {
+                msg_addf(m, " has %s as a key", what);
+                return 1;
             }
-            msg_adds(&m, "'s table key");
+            msg_adds(m, "'s table key");
         } else if (s->kind == SEG_INDEX) {
-            msg_addf(&m, "[%lld]", (long long)s->index);
+            msg_addf(m, "[%lld]", (long long)s->index);
         } else {
-            msg_key(&m, w->L, s->key);
+            msg_key(m, w->L, s->key);
         }
     }
+    return 0;
+}
+
+/* The same as walk_fail; with keep > 0, a path deeper than 2 * keep shows
+ * its first and last keep steps around "...". */
+int walk_fail_elided(walk *w, const char *what, int keep)
+{
+    msg m = { w->errmsg, w->errlen, 0 };
+    msg_root(&m, w);
+    if (msg_path(&m, w, w->depth, keep, what))
+        return -1;
     msg_adds(&m, " is ");
     msg_adds(&m, what);
     return -1;
 }
 
-static int walk_fail_type(walk *w, int idx)
+/* "<path of the first depth steps> <text>": what a place has, not what it is. */
+int walk_fail_at(walk *w, int depth, const char *text)
+{
+    msg m = { w->errmsg, w->errlen, 0 };
+    msg_root(&m, w);
+    msg_path(&m, w, depth, 0, NULL);
+    msg_adds(&m, " ");
+    msg_adds(&m, text);
+    return -1;
+}
+
+int walk_fail_type(walk *w, int idx)
 {
     char what[40];
     snprintf(what, sizeof what, "a %s", luaL_typename(w->L, idx));
@@ -232,7 +232,7 @@ static int walk_fail_type(walk *w, int idx)
 }
 
 /* Errors about the whole value, not a place in it. */
-static int walk_fail_root(walk *w, const char *what)
+int walk_fail_root(walk *w, const char *what)
 {
     msg m = { w->errmsg, w->errlen, 0 };
     msg_root(&m, w);
@@ -241,7 +241,7 @@ static int walk_fail_root(walk *w, const char *what)
     return -1;
 }
 
-static int walk_nomem(walk *w)
+int walk_nomem(walk *w)
 {
     if (w->errlen)
         snprintf(w->errmsg, w->errlen, "out of memory");
@@ -249,7 +249,7 @@ static int walk_nomem(walk *w)
 }
 
 /* Open the table at idx on the path: refuses cycles and depth beyond the limit. */
-static int walk_enter(walk *w, int idx)
+int walk_enter(walk *w, int idx)
 {
     const void *p = lua_topointer(w->L, idx);
     int d;

@@ -1,7 +1,7 @@
 /*
  * codec.h: Lua values <-> bytes (MessagePack through msgpack-c, top-level
  * integers as decimal text), and the canonical argument hash that names
- * decorator entries. Binding side: with the lcachy*.c files and
+ * decorator entries. Binding side: with the lcachy*.c files, json.c and
  * store_lua.c, the only code that sees lua.h.
  */
 #ifndef CACHY_CODEC_H

@@ -45,6 +45,18 @@ static inline void cachy_pushinteger(lua_State *L, int64_t v)
 #endif
 }
 
+/* 1 when the integer v reads back exactly as a Lua number (always on
+ * 5.3+; within +-2^53 where numbers are doubles). */
+static inline int cachy_int_fits(int64_t v)
+{
+#if CACHY_HAS_INTEGERS
+    (void)v;
+    return 1;
+#else
+    return v >= -INT64_C(9007199254740992) && v <= INT64_C(9007199254740992);
+#endif
+}
+
 #if LUA_VERSION_NUM >= 502
 #define cachy_rawlen(L, i) lua_rawlen(L, i)
 #else

@@ -12,6 +12,7 @@
 
 #include <xxhash.h>
 
+#include "json.h"
 #include "lcachy.h"
 
 /* A buffer owned by a userdata pushed on the stack, so a raise cannot leak it. */
@@ -203,6 +204,8 @@ static const luaL_Reg core_functions[] = {
     { "now_ms", core_now_ms },
     { "encode", core_encode },
     { "decode", core_decode },
+    { "json_encode", cachy_json_encode },
+    { "json_decode", cachy_json_decode },
     { "encode_tuple", core_encode_tuple },
     { "decode_tuple", core_decode_tuple },
     { "args_key", core_args_key },

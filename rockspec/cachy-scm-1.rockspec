@@ -20,6 +20,7 @@ external_dependencies = {
   HIREDIS = { header = "hiredis/hiredis.h", library = "hiredis" },
   LIBMEMCACHED = { header = "libmemcached/memcached.h", library = "memcached" },
   MSGPACK = { header = "msgpack.h", library = "msgpackc" },
+  JANSSON = { header = "jansson.h", library = "jansson" },
   XXHASH = { header = "xxhash.h", library = "xxhash" },
 }
 build = {
@@ -36,15 +37,15 @@ build = {
     ["cachy.core"] = {
       sources = {
         "csrc/lcachy.c", "csrc/lcachy_store.c", "csrc/lcachy_fast.c", "csrc/lcachy_ttl.c",
-        "csrc/codec.c", "csrc/manager.c", "csrc/drivers.c", "csrc/util.c",
+        "csrc/codec.c", "csrc/json.c", "csrc/manager.c", "csrc/drivers.c", "csrc/util.c",
         "csrc/hash.c", "csrc/store_memory.c", "csrc/store_null.c",
         "csrc/store_file.c", "csrc/store_redis.c", "csrc/store_memcached.c",
       },
       defines = { "_GNU_SOURCE" },
       incdirs = { "$(HIREDIS_INCDIR)", "$(HIREDIS_INCDIR)/hiredis", "$(LIBMEMCACHED_INCDIR)",
-                  "$(MSGPACK_INCDIR)", "$(XXHASH_INCDIR)" },
-      libdirs = { "$(HIREDIS_LIBDIR)", "$(LIBMEMCACHED_LIBDIR)", "$(MSGPACK_LIBDIR)", "$(XXHASH_LIBDIR)" },
-      libraries = { "hiredis", "memcached", "msgpackc", "xxhash" },
+                  "$(MSGPACK_INCDIR)", "$(JANSSON_INCDIR)", "$(XXHASH_INCDIR)" },
+      libdirs = { "$(HIREDIS_LIBDIR)", "$(LIBMEMCACHED_LIBDIR)", "$(MSGPACK_LIBDIR)", "$(JANSSON_LIBDIR)", "$(XXHASH_LIBDIR)" },
+      libraries = { "hiredis", "memcached", "msgpackc", "jansson", "xxhash" },
     },
   },
 }

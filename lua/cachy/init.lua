@@ -118,28 +118,22 @@ local function validate(config)
   return out
 end
 
--- The json serializer, through lua-cjson when it is installed.
+-- The json serializer: csrc/json.c (jansson). Its `encode` returns the
+-- text, or nil and what JSON cannot carry by path; values.lua raises that
+-- as misuse, like MessagePack's refusals. serialize/unserialize are the
+-- same codec in the form every serializer has.
 local function json_serializer()
-  local cjson
-  local function load()
-    if cjson then return cjson end
-    local ok, mod = pcall(require, "cjson.safe")
-    if not ok then
-      error("serializer 'json' needs lua-cjson (Debian: apt-get install lua-cjson; or luarocks install lua-cjson)", 0)
-    end
-    cjson = mod.new and mod.new() or mod
-    if cjson.encode_invalid_numbers then cjson.encode_invalid_numbers(true) end
-    return cjson
-  end
+  local json_encode, json_decode = core.json_encode, core.json_decode
   return {
+    encode = json_encode,
     serialize = function(value)
-      local text, err = load().encode(value)
-      if text == nil then error(err, 0) end
+      local text, why = json_encode(value)
+      if text == nil then error(why, 0) end
       return text
     end,
     unserialize = function(text)
-      local value, err = load().decode(text)
-      if value == nil and err then error(err, 0) end
+      local ok, value = json_decode(text)
+      if not ok then error(value, 0) end
       return value
     end,
   }

@@ -45,7 +45,8 @@ end
 
 -- The bytes of value for repository r; raises when it cannot be stored
 -- (MessagePack is the check of what can be stored, whatever the
--- serializer); a user serializer's failure returns nil, err, code.
+-- serializer, and a built-in serializer's `encode` refuses what its format
+-- cannot carry); a user serializer's failure returns nil, err, code.
 function M.encode(r, value, n, method, root, level)
   if value == nil then
     argerror(n, method, "nil cannot be stored; use forget to remove a key", level + 1)
@@ -55,6 +56,11 @@ function M.encode(r, value, n, method, root, level)
   r:_store()      -- the serializer is looked up with the driver
   local ser = r._base._serializer
   if ser == nil or is_integer(value) then return bytes end
+  if ser.encode then
+    local text, why2 = ser.encode(value, root or "value")
+    if text == nil then argerror(n, method, why2, level + 1) end
+    return text
+  end
   local ok, text = pcall(ser.serialize, value)
   if not ok or type(text) ~= "string" then
     return nil, r:_describe() .. ": serializer '" .. r._serializer_name .. "' failed: "
