@@ -33,6 +33,7 @@ build = {
     ["cachy.repository"] = "lua/cachy/repository.lua",
     ["cachy.tags"] = "lua/cachy/tags.lua",
     ["cachy.values"] = "lua/cachy/values.lua",
+    ["cachy.resty.redis"] = "lua/cachy/resty/redis.lua",
     ["cachy.core"] = {
       sources = {
         "csrc/lcachy.c", "csrc/lcachy_store.c", "csrc/lcachy_fast.c", "csrc/lcachy_ttl.c",

@@ -14,6 +14,13 @@ local TOP_FIELDS = {
 -- Fields every store takes, whatever its driver.
 local COMMON_FIELDS = { driver = "string", prefix = "string", serializer = "string" }
 
+-- Fields of built-in drivers read in Lua (the nginx transport, SPEC
+-- section 11), until the C drivers' field tables list them too.
+local LUA_FIELDS = {
+  redis = { transport = "string", pool_size = "integer", pool_backlog = "integer", keepalive = "number" },
+}
+local TRANSPORTS = { auto = true, cosocket = true, blocking = true }
+
 local function fail(fmt, ...)
   error("cachy.new: " .. string.format(fmt, ...), 0)
 end
@@ -53,6 +60,24 @@ local function check_bytes(where, name, value)
   end
 end
 
+-- The values of the nginx transport's fields (their types are checked).
+local function check_transport(name, store)
+  local t = store.transport
+  if t ~= nil and not TRANSPORTS[t] then
+    fail("store '%s' field 'transport' must be \"auto\", \"cosocket\" or \"blocking\", got \"%s\"", name, t)
+  end
+  if store.pool_size ~= nil and store.pool_size < 1 then
+    fail("store '%s' field 'pool_size' must be at least 1", name)
+  end
+  if store.pool_backlog ~= nil and store.pool_backlog < 0 then
+    fail("store '%s' field 'pool_backlog' must not be negative", name)
+  end
+  local k = store.keepalive
+  if k ~= nil and not (k > 0 and k <= 86400) then
+    fail("store '%s' field 'keepalive' must be a number of seconds above 0, at most 86400", name)
+  end
+end
+
 local function check_store(name, store)
   if type(store) ~= "table" then
     fail("store '%s' must be a table, got %s", name, type(store))
@@ -63,7 +88,8 @@ local function check_store(name, store)
     if type(field) ~= "string" then
       fail("store '%s' has a field named by a %s", name, type(field))
     end
-    local want = COMMON_FIELDS[field] or (fields and fields[field])
+    local extra = fields and LUA_FIELDS[store.driver]
+    local want = COMMON_FIELDS[field] or (fields and fields[field]) or (extra and extra[field])
     if want == nil and fields then
       fail("store '%s' has no field '%s'", name, field)
     end
@@ -77,6 +103,7 @@ local function check_store(name, store)
   for field in pairs(required or {}) do
     if store[field] == nil then fail("store '%s' field '%s' is required", name, field) end
   end
+  if fields and LUA_FIELDS[store.driver] then check_transport(name, store) end
 end
 
 local function validate(config)
