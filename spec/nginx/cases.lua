@@ -542,6 +542,20 @@ case("redis driver: bytes written on a cosocket read back through the blocking d
   eq(blk:get("v"), nil, "gone for the blocking driver")
 end)
 
+case("redis driver: a Unix socket, on both transports", function()
+  local path = behaviour_cases.socket
+  local cos = redis_cache({ socket = path, transport = "cosocket" }, "unix:")
+  local blk = redis_cache({ socket = path, transport = "blocking" }, "unix:")
+  for i = 1, 3 do eq(cos:put("k", { i = i }, 1), true, "put on a cosocket") end
+  eq(blk:get("k"), { i = 3 }, "get through the blocking driver")
+  eq(redis("EXISTS", "unix:k"), 1, "the key over TCP")
+  local missing = path .. ".missing"
+  local c = failure(redis_cache({ socket = missing, transport = "cosocket" }), "get", "k")
+  eq({ c[1], c[3] }, { nil, "refused" }, "a missing socket: code")
+  check(tostring(c[2]):find("^store 'main' %(redis " .. missing:gsub("%p", "%%%0") .. "%): cannot connect: "),
+    "a missing socket: %s", tostring(c[2]))
+end)
+
 case("redis driver: init_worker_by_lua falls back to the blocking driver; transport cosocket refuses there", function()
   local r = ngx.shared.results:get("init_worker")
   eq(r, "ok", "init_worker's checks")

@@ -18,10 +18,21 @@ local function record(key, fn)
   ngx.shared.results:set(key, ok and "ok" or ("fail: " .. tostring(err)))
 end
 
+local function same(a, b)
+  if type(a) ~= "table" or type(b) ~= "table" then return a == b end
+  for k, v in pairs(a) do if not same(v, b[k]) then return false end end
+  for k in pairs(b) do if a[k] == nil then return false end end
+  return true
+end
+
+-- (values shown as the codec's bytes, in hex: enough to tell them apart)
 local function eq(got, want, what)
-  local g, w = core.encode(got), core.encode(want)
-  if g ~= w then
-    error(string.format("%s: expected %s, got %s", what, tostring(want), tostring(got)), 2)
+  if not same(got, want) then
+    local function hex(v)
+      local b = core.encode(v) or tostring(v)
+      return (b:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+    end
+    error(string.format("%s: expected %s, got %s", what, hex(want), hex(got)), 2)
   end
 end
 
