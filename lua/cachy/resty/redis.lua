@@ -169,12 +169,9 @@ local function io_fail(self, sock, err)
   return fail(self, "closed", "connection lost: " .. tostring(err))
 end
 
--- Sends bytes, then reads `count` replies (1: the reply itself, else a
--- list) with the reader's limits, within one deadline of `timeout`.
-local function round_trip(self, sock, bytes, count, depth, elems)
-  local ok, err = sock:send(bytes)
-  if not ok then return io_fail(self, sock, err) end
-  local reader = redis_reader(depth, elems, MAX_BULK)
+-- Reads `count` replies (1: the reply itself, else a list) through
+-- reader, within one deadline of `timeout`.
+local function read_replies(self, sock, reader, count)
   local out, got, reads, deadline = nil, 0, 0, now() + self.timeout
   if count > 1 then out = {} end
   while true do
@@ -202,12 +199,23 @@ local function round_trip(self, sock, bytes, count, depth, elems)
         sock:settimeouts(self.cto_ms, self.to_ms, timeout_ms(left))
       end
       reads = reads + 1
-      local data
-      data, err = sock:receiveany(READ_CHUNK)
+      local data, err = sock:receiveany(READ_CHUNK)
       if not data then return io_fail(self, sock, err) end
       reader:feed(data)
     end
   end
+end
+
+-- Sends bytes, then reads `count` replies with the reader's limits; the
+-- reader's buffer is freed at once (a reply may have been large).
+local function round_trip(self, sock, bytes, count, depth, elems)
+  local ok, err = sock:send(bytes)
+  if not ok then return io_fail(self, sock, err) end
+  local reader = redis_reader(depth, elems, MAX_BULK)
+  local v, code
+  v, err, code = read_replies(self, sock, reader, count)
+  reader:close()
+  return v, err, code
 end
 
 local function connect_fail(self, sock, err)
