@@ -125,6 +125,8 @@ install: all
 	install -d $(DESTDIR)$(INST_LIBDIR)/cachy $(DESTDIR)$(INST_LUADIR)/cachy
 	install -m 0755 $(MODULE) $(DESTDIR)$(INST_LIBDIR)/cachy/core.so
 	install -m 0644 lua/cachy/*.lua $(DESTDIR)$(INST_LUADIR)/cachy/
+	install -d $(DESTDIR)$(INST_LUADIR)/cachy/resty
+	install -m 0644 lua/cachy/resty/*.lua $(DESTDIR)$(INST_LUADIR)/cachy/resty/
 
 clean:
 	rm -rf build $(MODULE)

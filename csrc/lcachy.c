@@ -217,6 +217,8 @@ static const luaL_Reg core_functions[] = {
     { "value_root", lc_core_value_root },
     { "bind", lc_bind },
     { "driver_fields", core_driver_fields },
+    { "redis_command", lc_redis_command },
+    { "redis_reader", lc_redis_reader },
     { NULL, NULL },
 };
 
@@ -233,5 +235,6 @@ LUALIB_API int luaopen_cachy_core(lua_State *L)
     lua_newtable(L);
     luaL_setfuncs(L, core_functions, 0);
     lc_open_store(L);
+    lc_open_redis(L);
     return 1;
 }

@@ -46,6 +46,11 @@ void lc_free_recent(lua_State *L, lc_handle *h);
 int lc_bind(lua_State *L);                                  /* core.bind */
 int lc_core_value_root(lua_State *L);                       /* core.value_root */
 
+/* lcachy_redis.c: RESP for transports written in Lua (redis_proto.c). */
+int lc_redis_command(lua_State *L);                         /* core.redis_command */
+int lc_redis_reader(lua_State *L);                          /* core.redis_reader */
+void lc_open_redis(lua_State *L);                           /* the reader's metatable */
+
 /* A key argument: a non-empty string or a number. NULL with *why set otherwise. */
 const char *lc_key_of(lua_State *L, int idx, size_t *len, const char **why);
 

@@ -103,6 +103,11 @@ static const cachy_field redis_fields[] = {
     { "connect_timeout", CACHY_OPT_NUMBER, 0 },
     { "timeout", CACHY_OPT_NUMBER, 0 },
     { "retry_after", CACHY_OPT_NUMBER, 0 },
+    /* read by lua/cachy/resty/redis.lua inside nginx, ignored here */
+    { "transport", CACHY_OPT_STRING, 0 },
+    { "pool_size", CACHY_OPT_INTEGER, 0 },
+    { "pool_backlog", CACHY_OPT_INTEGER, 0 },
+    { "keepalive", CACHY_OPT_NUMBER, 0 },
     { NULL, CACHY_OPT_STRING, 0 },
 };
 

@@ -61,6 +61,34 @@ describe("config", function()
         "store 'redis' has no field 'hots'")
     end)
 
+    it("check the redis store's nginx transport fields (SPEC section 11)", function()
+      local function redis(fields)
+        local store = { driver = "redis" }
+        for k, v in pairs(fields) do store[k] = v end
+        return { stores = { r = store } }
+      end
+      new_raises(redis({ transport = "fast" }),
+        "store 'r' field 'transport' must be \"auto\", \"cosocket\" or \"blocking\", got \"fast\"")
+      new_raises(redis({ transport = 1 }), "store 'r' field 'transport' must be a string, got number")
+      new_raises(redis({ pool_size = 1.5 }), "store 'r' field 'pool_size' must be an integer, got number")
+      new_raises(redis({ pool_size = 0 }), "store 'r' field 'pool_size' must be at least 1")
+      new_raises(redis({ pool_backlog = -1 }), "store 'r' field 'pool_backlog' must not be negative")
+      new_raises(redis({ keepalive = 0 }),
+        "store 'r' field 'keepalive' must be a number of seconds above 0, at most 86400")
+      new_raises({ stores = { m = { driver = "memory", transport = "auto" } } }, "store 'm' has no field 'transport'")
+    end)
+
+    it("accept, and outside nginx ignore, the redis store's nginx transport fields", function()
+      for _, t in ipairs({ "auto", "cosocket", "blocking" }) do
+        local cache = cachy.new({ stores = { r = { driver = "redis", port = 1, transport = t, pool_size = 8,
+                                                   pool_backlog = 4, keepalive = 10 } } })
+        local v, err, code = cache:get("k")
+        assert.is_nil(v)
+        assert.are.equal("store 'r' (redis 127.0.0.1:1): connection refused", err)
+        assert.are.equal("refused", code)
+      end
+    end)
+
     it("require the file store's path", function()
       new_raises({ stores = { file = { driver = "file" } } },
         "store 'file' field 'path' is required")

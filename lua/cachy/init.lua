@@ -14,6 +14,8 @@ local TOP_FIELDS = {
 -- Fields every store takes, whatever its driver.
 local COMMON_FIELDS = { driver = "string", prefix = "string", serializer = "string" }
 
+local TRANSPORTS = { auto = true, cosocket = true, blocking = true }
+
 local function fail(fmt, ...)
   error("cachy.new: " .. string.format(fmt, ...), 0)
 end
@@ -53,6 +55,24 @@ local function check_bytes(where, name, value)
   end
 end
 
+-- The values of the nginx transport's fields (their types are checked).
+local function check_transport(name, store)
+  local t = store.transport
+  if t ~= nil and not TRANSPORTS[t] then
+    fail("store '%s' field 'transport' must be \"auto\", \"cosocket\" or \"blocking\", got \"%s\"", name, t)
+  end
+  if store.pool_size ~= nil and store.pool_size < 1 then
+    fail("store '%s' field 'pool_size' must be at least 1", name)
+  end
+  if store.pool_backlog ~= nil and store.pool_backlog < 0 then
+    fail("store '%s' field 'pool_backlog' must not be negative", name)
+  end
+  local k = store.keepalive
+  if k ~= nil and not (k > 0 and k <= 86400) then
+    fail("store '%s' field 'keepalive' must be a number of seconds above 0, at most 86400", name)
+  end
+end
+
 local function check_store(name, store)
   if type(store) ~= "table" then
     fail("store '%s' must be a table, got %s", name, type(store))
@@ -77,6 +97,7 @@ local function check_store(name, store)
   for field in pairs(required or {}) do
     if store[field] == nil then fail("store '%s' field '%s' is required", name, field) end
   end
+  if fields and fields.transport then check_transport(name, store) end
 end
 
 local function validate(config)

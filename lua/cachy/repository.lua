@@ -46,6 +46,16 @@ end
 
 -- ---- the store behind the repository -------------------------------------
 
+-- Whether a built-in store talks through nginx's cosockets where the
+-- phase allows (SPEC section 11): inside nginx, unless its transport is
+-- "blocking". Outside nginx every store is blocking, and transport and the
+-- pool options are ignored.
+local function cosockets_wanted(config)
+  local ngx = rawget(_G, "ngx")
+  return type(ngx) == "table" and type(ngx.get_phase) == "function"
+    and type(ngx.socket) == "table" and config.transport ~= "blocking"
+end
+
 -- Resolves the driver on first use (extend may come after new): a
 -- registered Lua driver, else a built-in one. Raises for neither.
 function Repository:_store()
@@ -56,12 +66,18 @@ function Repository:_store()
   local driver = config.driver
   local prefix = config.prefix or ms.prefix
   local factory = ms.drivers[driver]
+  local bind = factory == nil
   if factory then
     st = luastore.new(name, driver, prefix, config, factory)
   else
     st = core.open(name, driver, prefix, config)
     if st == nil then
       error("cache driver '" .. driver .. "' is not supported (store '" .. name .. "')", 3)
+    end
+    if driver == "redis" and cosockets_wanted(config) then
+      -- the transport is chosen per call (the phase), so nothing is bound
+      st = require("cachy.resty.redis").dispatcher(name, prefix, config, st)
+      bind = false
     end
   end
   local sname = base._serializer_name
@@ -73,7 +89,7 @@ function Repository:_store()
     base._serializer = ser
   end
   base._st = st
-  if factory == nil and sname == "msgpack" then
+  if bind and sname == "msgpack" then
     ms.bind(base, core.bind(st, ms.default_ms))
   end
   return st

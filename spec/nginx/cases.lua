@@ -405,6 +405,203 @@ case("cachy can be required inside a request, not only in init_by_lua", function
   eq(mod.new():put("k", "v", 1), true, "put through the freshly loaded module")
 end)
 
+-- (e) the built-in redis driver in nginx (SPEC section 11) ----------------
+
+local behaviour_cases = require("behaviour_cases")
+local in_timer = behaviour_cases.in_timer
+
+local function redis_cache(fields, prefix)
+  local store = { driver = "redis", port = port() }
+  for k, v in pairs(fields or {}) do store[k] = v end
+  return cachy.new({ prefix = prefix or "drv:", stores = { main = store } })
+end
+
+local function transport_of(cache)
+  return cache:store("main"):_store():transport()
+end
+
+case("redis driver: transport auto uses cosockets in the content and timer phases", function()
+  local cache = redis_cache()
+  eq(transport_of(cache), "cosocket", "content phase")
+  eq(in_timer(function() return transport_of(cache) end), "cosocket", "timer phase")
+  eq(redis_cache({ transport = "blocking" }):store("main")._fast ~= nil, false,
+    "a blocking store has no fast path before its first use")
+  local blocking = redis_cache({ transport = "blocking" })
+  eq(blocking:put("b", 1, 1), true, "put through transport blocking")
+  eq(blocking._fast ~= nil, true, "transport blocking binds the C fast path")
+  eq(cache:put("a", 1, 1), true, "put through transport auto")
+  eq(cache._fast, nil, "transport auto binds no fast path in nginx")
+end)
+
+-- A call that waits for Redis (CLIENT PAUSE) while the worker keeps
+-- running light threads: the ticks counted during the wait.
+local function ticks_during_slow_call(cache)
+  assert(cache:put("slow", "v", 1))          -- connected (and pooled) before the pause
+  eq(redis("CLIENT", "PAUSE", "300"), "OK", "CLIENT PAUSE")
+  local done, got, elapsed = false, nil, nil
+  local thread = ngx.thread.spawn(function()
+    ngx.update_time()
+    local t0 = ngx.now()
+    got = cache:get("slow")
+    ngx.update_time()
+    elapsed = ngx.now() - t0
+    done = true
+  end)
+  local ticks = 0
+  while not done do
+    ngx.sleep(0.01)
+    ticks = ticks + 1
+  end
+  ngx.thread.wait(thread)
+  eq(got, "v", "the value read during the pause")
+  check(elapsed >= 0.2, "the call took %.3f s, wanted the pause (0.3 s)", elapsed)
+  return ticks
+end
+
+case("redis driver: a cosocket call lets the worker run while Redis is slow; a blocking one does not", function()
+  local ticks = ticks_during_slow_call(redis_cache({ transport = "cosocket" }))
+  check(ticks >= 10, "only %d ticks of 10 ms during a 0.3 s call on cosockets", ticks)
+  ngx.sleep(0.35)
+  ticks = ticks_during_slow_call(redis_cache({ transport = "blocking" }))
+  check(ticks <= 1, "%d ticks during a blocking call (wanted none)", ticks)
+end)
+
+local function failure(cache, method, ...)
+  local r = { cache[method](cache, ...) }
+  return { r[1], r[2], r[3] }
+end
+
+case("redis driver: a refused connection gives the blocking driver's message and code", function()
+  local want = { nil, "store 'main' (redis 127.0.0.1:1): connection refused", "refused" }
+  eq(failure(redis_cache({ port = 1, transport = "cosocket" }), "get", "k"), want, "cosocket")
+  eq(failure(redis_cache({ port = 1, transport = "blocking" }), "get", "k"), want, "blocking")
+  eq(failure(redis_cache({ port = 1, transport = "cosocket" }), "put", "k", 1), want, "cosocket put")
+end)
+
+case("redis driver: a timeout gives the blocking driver's message; the late reply is never read", function()
+  local want = { nil, "store 'main' (redis 127.0.0.1:" .. port() .. "): timed out after 0.1 s", "timeout" }
+  for _, transport in ipairs({ "cosocket", "blocking" }) do
+    local cache = redis_cache({ transport = transport, timeout = 0.1 })
+    assert(cache:put("late", "old", 1))
+    eq(redis("CLIENT", "PAUSE", "250"), "OK", "CLIENT PAUSE")
+    eq(failure(cache, "get", "late"), want, transport .. ": get during the pause")
+    ngx.sleep(0.3)
+    eq(cache:put("late", "new", 1), true, transport .. ": put after the pause")
+    eq(cache:get("late"), "new", transport .. ": get after the pause")
+  end
+end)
+
+case("redis driver: SELECT on new connections; pools kept apart by database", function()
+  local db3 = redis_cache({ db = 3, transport = "cosocket" }, "db:")
+  local db0 = redis_cache({ transport = "cosocket" }, "db:")
+  for _ = 1, 3 do                                        -- pooled connections reused
+    eq(db3:put("k", "three", 1), true, "put in db 3")
+    eq(db0:put("k", "zero", 1), true, "put in db 0")
+  end
+  eq(db3:get("k"), "three", "get in db 3")
+  eq(db0:get("k"), "zero", "get in db 0")
+  local conn = assert(resp.connect("127.0.0.1", port()))
+  eq(conn:call("SELECT", "3"), "OK", "SELECT 3")
+  local bytes = conn:call("GET", "db:k")
+  conn:close()
+  eq(redis_cache({ db = 3, transport = "blocking" }, "db:"):get("k"), "three", "db 3 through the blocking driver")
+  check(type(bytes) == "string", "db:k in db 3 holds %s", tostring(bytes))
+  eq(failure(redis_cache({ db = 100000, transport = "cosocket" }), "get", "k"),
+     failure(redis_cache({ db = 100000, transport = "blocking" }), "get", "k"), "SELECT of a bad db: same failure")
+end)
+
+case("redis driver: AUTH with a user and password, on new connections only; wrong passwords fail alike", function()
+  eq(redis("ACL", "SETUSER", "cachy-spec", "reset", "on", ">secret", "~*", "&*", "+@all"), "OK", "ACL SETUSER")
+  local ok, err = pcall(function()
+    local good = redis_cache({ username = "cachy-spec", password = "secret", transport = "cosocket" })
+    for i = 1, 3 do eq(good:put("auth", i, 1), true, "put as cachy-spec") end
+    eq(good:get("auth"), 3, "get as cachy-spec")
+    local bad_c = failure(redis_cache({ username = "cachy-spec", password = "wrong", transport = "cosocket" }), "get", "auth")
+    local bad_b = failure(redis_cache({ username = "cachy-spec", password = "wrong", transport = "blocking" }), "get", "auth")
+    eq(bad_c, bad_b, "a wrong password: cosocket and blocking")
+    check(tostring(bad_c[2]):find("authentication failed: WRONGPASS", 1, true) and bad_c[3] == "backend",
+      "wrong password gave %s, %s", tostring(bad_c[2]), tostring(bad_c[3]))
+  end)
+  redis("ACL", "DELUSER", "cachy-spec")
+  if not ok then error(err, 0) end
+end)
+
+case("redis driver: bytes written on a cosocket read back through the blocking driver, and back", function()
+  local cos = redis_cache({ transport = "cosocket" }, "x:")
+  local blk = redis_cache({ transport = "blocking" }, "x:")
+  local value = { s = "a\0b\r\n", n = 1.5, list = { 1, 2, 3 }, t = true }
+  eq(cos:put("v", value, 1), true, "put on a cosocket")
+  eq(blk:get("v"), value, "get through the blocking driver")
+  eq(blk:put("w", { back = "again" }, 1), true, "put through the blocking driver")
+  eq(cos:get("w"), { back = "again" }, "get on a cosocket")
+  eq(cos:increment("n", 2), 2, "increment on a cosocket")
+  eq(blk:increment("n", 3), 5, "increment through the blocking driver")
+  eq(cos:tags("t"):put("tk", "tagged", 1), true, "tagged put on a cosocket")
+  eq(blk:tags("t"):get("tk"), "tagged", "tagged get through the blocking driver")
+  eq(cos:flush(), true, "flush on a cosocket")
+  eq(blk:get("v"), nil, "gone for the blocking driver")
+end)
+
+case("redis driver: a Unix socket, on both transports", function()
+  local path = behaviour_cases.socket
+  local cos = redis_cache({ socket = path, transport = "cosocket" }, "unix:")
+  local blk = redis_cache({ socket = path, transport = "blocking" }, "unix:")
+  for i = 1, 3 do eq(cos:put("k", { i = i }, 1), true, "put on a cosocket") end
+  eq(blk:get("k"), { i = 3 }, "get through the blocking driver")
+  eq(redis("EXISTS", "unix:k"), 1, "the key over TCP")
+  local missing = path .. ".missing"
+  local c = failure(redis_cache({ socket = missing, transport = "cosocket" }), "get", "k")
+  eq({ c[1], c[3] }, { nil, "refused" }, "a missing socket: code")
+  check(tostring(c[2]):find("^store 'main' %(redis " .. missing:gsub("%p", "%%%0") .. "%): cannot connect: "),
+    "a missing socket: %s", tostring(c[2]))
+end)
+
+case("redis driver: init_worker_by_lua falls back to the blocking driver; transport cosocket refuses there", function()
+  local r = ngx.shared.results:get("init_worker")
+  eq(r, "ok", "init_worker's checks")
+end)
+
+-- A request to this server's /phases on a cosocket (content writes on a
+-- cosocket, header_filter and log read and write through the blocking
+-- fallback), then the results those phases recorded.
+case("redis driver: header_filter and log phases fall back to the blocking driver", function()
+  local id = tostring(ngx.now()):gsub("%.", "") .. math.random(1000000)
+  local sock = ngx.socket.tcp()
+  sock:settimeout(5000)
+  assert(sock:connect("127.0.0.1", behaviour_cases.nginx_port))
+  assert(sock:send("GET /phases?id=" .. id .. " HTTP/1.0\r\nHost: localhost\r\n\r\n"))
+  local answer = sock:receive("*a")
+  sock:close()
+  check(answer and answer:find("\r\n\r\nok\n", 1, true), "/phases answered %s", tostring(answer))
+  local results = ngx.shared.results
+  for _ = 1, 200 do
+    if results:get("log:" .. id) then break end
+    ngx.sleep(0.01)
+  end
+  eq(results:get("header_filter:" .. id), "ok", "header_filter's checks")
+  eq(results:get("log:" .. id), "ok", "log's checks")
+  eq(require("phases").cache("auto"):get("h:" .. id), "header", "header_filter's value, read on a cosocket")
+end)
+
+behaviour_cases.add(case)
+
+-- Interop with plain Lua (spec/nginx/run): /?interop=put writes a value on
+-- a cosocket for lua5.4 to read through the blocking driver; /?interop=get
+-- reads the one lua5.4 wrote. Both under the prefix "interop:".
+M.INTEROP_VALUE = { who = "nginx", bytes = "a\0b\r\n\255", n = 1.5, list = { 1, 2, 3 }, yes = true }
+function M.interop(step)
+  local cache = redis_cache({ transport = "cosocket" }, "interop:")
+  if step == "put" then
+    local gone, err = cache:forget("from-lua")
+    check(gone ~= nil, "forget: %s", tostring(err))
+    assert(cache:put("from-nginx", M.INTEROP_VALUE, 1))
+    return "ok"
+  end
+  local v, err = cache:get("from-lua")
+  eq(v, { who = "lua5.4", bytes = "\1\2\0", n = -7 }, "the value lua5.4 wrote (err: " .. tostring(err) .. ")")
+  return "ok"
+end
+
 -- Three requests at once (spec/nginx/run sends them in parallel): one
 -- manager for the worker, a remember per request with its own key; each
 -- fn waits until all three of its run are inside. Returns the line the

@@ -1,0 +1,57 @@
+/*
+ * redis_proto.h: the Redis protocol (RESP) as bytes in, bytes out, no
+ * sockets: commands formatted by hiredis's redisFormatCommandArgv, replies
+ * parsed by hiredis's redisReader into trees whose sizes are checked
+ * against the caller's limits before anything is allocated for them. The
+ * cosocket transport (lua/cachy/resty/redis.lua) drives it through
+ * core.redis_command and core.redis_reader (lcachy_redis.c).
+ */
+#ifndef CACHY_REDIS_PROTO_H
+#define CACHY_REDIS_PROTO_H
+
+#include <stddef.h>
+
+#include "cachy.h"
+
+/* A reply; type is hiredis's REDIS_REPLY_* (STRING 1, ARRAY 2, INTEGER 3,
+ * NIL 4, STATUS 5, ERROR 6). */
+typedef struct cachy_resp {
+    int type;
+    long long integer;          /* INTEGER */
+    char *str;                  /* STRING, STATUS, ERROR: len bytes + NUL */
+    size_t len;
+    struct cachy_resp **elem;   /* ARRAY: n elements */
+    size_t n;
+} cachy_resp;
+
+typedef struct cachy_resp_reader cachy_resp_reader;
+
+/* A reader whose replies hold arrays nested at most max_depth deep (0: no
+ * arrays), of at most max_elems elements, and strings of at most max_bulk
+ * bytes; at most max_bulk + 64 KiB may wait in its buffer. NULL on ENOMEM. */
+cachy_resp_reader *cachy_resp_reader_new(int max_depth, size_t max_elems, size_t max_bulk);
+void cachy_resp_reader_free(cachy_resp_reader *r);
+
+/* Appends bytes read from the server. 0 ok (bytes fed to a reader that
+ * failed are dropped), -1 out of memory. */
+int cachy_resp_reader_feed(cachy_resp_reader *r, const char *p, size_t n);
+
+/* The next complete reply: 1 (*out set, the caller frees it with
+ * cachy_resp_free), 0 when more bytes are needed, -1 on a reply that is
+ * malformed or over the limits (err set: "protocol error: ...",
+ * CACHY_ECONN; "reply refused: ...", CACHY_ECORRUPT or CACHY_ETOOBIG; "out
+ * of memory", CACHY_ENOMEM). A reader that failed keeps failing. */
+int cachy_resp_reader_next(cachy_resp_reader *r, cachy_resp **out, cachy_error *err);
+
+/* Bytes fed and not yet consumed (hiredis may have consumed a partial
+ * reply's first bytes already). */
+size_t cachy_resp_reader_buffered(const cachy_resp_reader *r);
+
+void cachy_resp_free(cachy_resp *reply);
+
+/* The RESP bytes of one command (*len set); NULL on ENOMEM. Free with
+ * cachy_resp_command_free. */
+char *cachy_resp_command(int argc, const char **argv, const size_t *lens, size_t *len);
+void cachy_resp_command_free(char *cmd);
+
+#endif

@@ -1,0 +1,71 @@
+-- spec/nginx/behaviour_cases.lua: the shared behaviour suite
+-- (spec/behaviour.lua) inside the nginx worker on the built-in redis
+-- driver, twice: transport "cosocket" in the content phase, and transport
+-- "auto" in an ngx.timer (started by the request, which waits for it).
+-- Each of the suite's cases becomes one case of spec/nginx/cases.lua, so
+-- one request runs one case. A pending case returns its reason, which the
+-- runner reports as "# SKIP".
+local shim = require("busted_shim").install()
+
+local M = {}
+
+-- The test Redis's port: spec/nginx/nginx.conf sets it in init_by_lua
+-- (ngx.var is not readable in a timer).
+function M.redis_port()
+  return assert(M.port, "behaviour_cases.port is not set")
+end
+
+local function collect(label, transport)
+  return shim.collect(function()
+    require("behaviour")(label, {
+      config = function()
+        return { driver = "redis", port = M.redis_port(), transport = transport }
+      end,
+    })
+  end)
+end
+
+-- Runs fn in a timer (phase "timer") and waits for it: fn's result, or
+-- raises with why it did not finish.
+local function in_timer(fn, limit)
+  local done, result, raised
+  local ok, err = ngx.timer.at(0, function(premature)
+    if premature then
+      done, raised = true, "the timer ran prematurely (nginx is exiting)"
+      return
+    end
+    local pok, r = pcall(fn)
+    done = true
+    if pok then result = r else raised = tostring(r) end
+  end)
+  if not ok then error("ngx.timer.at: " .. tostring(err), 0) end
+  local waited = 0
+  while not done do
+    if waited > (limit or 60) then error("the timer did not finish within " .. (limit or 60) .. " s", 0) end
+    ngx.sleep(0.005)
+    waited = waited + 0.005
+  end
+  if raised then error(raised, 0) end
+  return result
+end
+M.in_timer = in_timer
+
+-- Adds the suite's cases through case(name, fn) (cases.lua's).
+function M.add(case)
+  for _, c in ipairs(collect("redis over cosockets", "cosocket")) do
+    case("behaviour (cosocket, content phase): " .. c.name, function()
+      if c.pending then return c.pending end
+      local why = c.run()
+      if why then error(why, 0) end
+    end)
+  end
+  for _, c in ipairs(collect("redis through auto", "auto")) do
+    case("behaviour (auto, timer phase): " .. c.name, function()
+      if c.pending then return c.pending end
+      local why = in_timer(c.run)
+      if why then error(why, 0) end
+    end)
+  end
+end
+
+return M
