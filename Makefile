@@ -31,13 +31,16 @@ HDRS := $(wildcard csrc/*.h)
 ALLCFLAGS = -std=gnu11 -fPIC -fvisibility=hidden -I$(HIREDIS_INC) $(CFLAGS)
 
 MODULE    = csrc/cachy/core.so
+# The versioned release's source rock (`make rock`).
+ROCK_VERSION = 0.2.0
+ROCK = build/cachy-$(ROCK_VERSION)-1.src.rock
 MODULE_JIT = build/luajit/cachy/core.so
 MODULE_ASAN = build/asan/cachy/core.so
 # The other PUC Lua versions: build/lua5.N/cachy/core.so (`make lua5.1` ...).
 OTHER_LUAS = lua5.1 lua5.2 lua5.3
 MODULES_OTHER = $(OTHER_LUAS:%=build/%/cachy/core.so)
 
-.PHONY: all luajit $(OTHER_LUAS) demo check asan valgrind bench openresty deps install clean
+.PHONY: all luajit $(OTHER_LUAS) demo check asan valgrind bench openresty deps install clean rock rock-check
 
 all: $(MODULE)
 
@@ -95,9 +98,10 @@ demo: deps all
 
 # The suite under Lua 5.4 and LuaJIT, the binding's specs under Lua 5.1, 5.2
 # and 5.3, the rock, 5.4 once more on the ASan + UBSan build, then the nginx
-# suites (examples/openresty/run, spec/nginx/run: LuaJIT module); one
-# "N passed, N failed" line counts them all.
-check: deps all luajit $(MODULES_OTHER) $(MODULE_ASAN) $(SPEC_PROCESS)
+# suites (examples/openresty/run, spec/nginx/run: LuaJIT module) and the
+# source rock (spec/nginx/rock, `make rock-check`); one "N passed,
+# N failed" line counts them all.
+check: deps all luajit $(MODULES_OTHER) $(MODULE_ASAN) $(SPEC_PROCESS) $(ROCK)
 	CACHY_OTHER_LUAS="$(OTHER_LUAS)" CACHY_ASAN_CPATH=build/asan/?.so \
 	  CACHY_ASAN_PRELOAD="$$($(CC) -print-file-name=libasan.so):$$($(CC) -print-file-name=libubsan.so)" \
 	  spec/run
@@ -127,6 +131,33 @@ install: all
 	install -m 0644 lua/cachy/*.lua $(DESTDIR)$(INST_LUADIR)/cachy/
 	install -d $(DESTDIR)$(INST_LUADIR)/cachy/resty
 	install -m 0644 lua/cachy/resty/*.lua $(DESTDIR)$(INST_LUADIR)/cachy/resty/
+
+# A source rock of the working tree: build/cachy-$(ROCK_VERSION).tar.gz holds
+# every file git knows and every untracked one it does not ignore (deleted
+# ones left out), under cachy-$(ROCK_VERSION)/. The rock is what `luarocks
+# pack` makes, a zip of the rockspec and that archive side by side, zipped
+# here (python3's zipfile) because `luarocks pack` fetches the source URL
+# from a temp dir, where the rockspec's relative one is not found. `luarocks
+# install` of a .src.rock takes the archive in the rock and fetches nothing.
+# Install it with
+#   luarocks --lua-version=5.4 --tree T install build/cachy-$(ROCK_VERSION)-1.src.rock
+# (README, "Install", has the LuaJIT/OpenResty command).
+rock: $(ROCK)
+
+$(ROCK): rockspec/cachy-$(ROCK_VERSION)-1.rockspec $(SRCS) $(HDRS) $(wildcard lua/cachy/*.lua lua/cachy/*/*.lua)
+	@mkdir -p build
+	rm -f build/cachy-$(ROCK_VERSION).tar.gz $@
+	git ls-files --cached --others --exclude-standard | while IFS= read -r f; do \
+	  [ -f "$$f" ] && printf '%s\n' "$$f"; done | sort -u | \
+	  tar --create --gzip --file build/cachy-$(ROCK_VERSION).tar.gz --files-from - \
+	    --transform 's,^,cachy-$(ROCK_VERSION)/,' --owner=0 --group=0 --numeric-owner
+	cp rockspec/cachy-$(ROCK_VERSION)-1.rockspec build/
+	cd build && python3 -m zipfile -c $(notdir $@) cachy-$(ROCK_VERSION)-1.rockspec cachy-$(ROCK_VERSION).tar.gz
+
+# The rock installed into a fresh tree for Lua 5.4 and for LuaJIT, then
+# loaded by nginx from that tree (spec/nginx/rock); "N passed, N failed".
+rock-check: deps $(ROCK)
+	spec/nginx/rock
 
 clean:
 	rm -rf build $(MODULE)
