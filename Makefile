@@ -98,8 +98,8 @@ demo: deps all
 
 # The suite under Lua 5.4 and LuaJIT, the binding's specs under Lua 5.1, 5.2
 # and 5.3, the rock, 5.4 once more on the ASan + UBSan build, then the nginx
-# suites (examples/openresty/run, spec/nginx/run: LuaJIT module) and the
-# source rock (spec/nginx/rock, `make rock-check`); one "N passed,
+# suites (examples/openresty/run, spec/nginx/run, spec/nginx/stall: LuaJIT
+# module) and the source rock (spec/nginx/rock, `make rock-check`); one "N passed,
 # N failed" line counts them all.
 check: deps all luajit $(MODULES_OTHER) $(MODULE_ASAN) $(SPEC_PROCESS) $(ROCK)
 	CACHY_OTHER_LUAS="$(OTHER_LUAS)" CACHY_ASAN_CPATH=build/asan/?.so \
@@ -121,9 +121,10 @@ bench: deps all luajit
 
 # nginx with the Lua module: examples/openresty/run (a manager made in the
 # master, two workers) and spec/nginx/run (callbacks and a Lua store that
-# yield on cosockets, inside one worker). Each ends with "N passed, N failed".
+# yield on cosockets, inside one worker) and spec/nginx/stall (a stopped
+# redis-server does not stall the worker). Each ends with "N passed, N failed".
 openresty: deps luajit
-	@st=0; examples/openresty/run || st=1; spec/nginx/run || st=1; exit $$st
+	@st=0; examples/openresty/run || st=1; spec/nginx/run || st=1; spec/nginx/stall || st=1; exit $$st
 
 install: all
 	install -d $(DESTDIR)$(INST_LIBDIR)/cachy $(DESTDIR)$(INST_LUADIR)/cachy
