@@ -18,13 +18,14 @@ INST_LUADIR ?= $(PREFIX)/share/lua/5.4
 # luajit2, OpenResty's branch: what OpenResty runs, and what Debian's nginx
 # Lua module needs (it conflicts with the luajit package). nginx-light and
 # libnginx-mod-http-lua (with lua-resty-core and lua-resty-lrucache) are the
-# host of spec/nginx and examples/openresty; `deps` installs them without
-# starting a system nginx on port 80 (see the recipe).
+# host of spec/nginx, examples/openresty and bench/nginx (loaded by wrk);
+# `deps` installs them without starting a system nginx on port 80 (see the
+# recipe).
 DEPS = build-essential pkg-config lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev \
        lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev \
        luarocks lua-busted lua-cjson libhiredis-dev libmemcached-dev libmsgpack-dev libjansson-dev \
        libxxhash-dev redis-server memcached valgrind python3 python3-msgpack python3-redis \
-       curl nginx-light libnginx-mod-http-lua lua-resty-core lua-resty-lrucache
+       curl nginx-light libnginx-mod-http-lua lua-resty-core lua-resty-lrucache wrk
 
 SRCS := $(wildcard csrc/*.c)
 HDRS := $(wildcard csrc/*.h)
