@@ -4,7 +4,7 @@
 local core = require("cachy.core")
 local manager = require("cachy.manager")
 
-local M = { _VERSION = "cachy scm" }
+local M = { _VERSION = "cachy 0.2.0" }
 
 local TOP_FIELDS = {
   default = "string", prefix = "string", serializer = "string",
