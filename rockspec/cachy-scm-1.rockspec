@@ -35,6 +35,7 @@ build = {
     ["cachy.tags"] = "lua/cachy/tags.lua",
     ["cachy.values"] = "lua/cachy/values.lua",
     ["cachy.resty.redis"] = "lua/cachy/resty/redis.lua",
+    ["cachy.resty.memcached"] = "lua/cachy/resty/memcached.lua",
     ["cachy.core"] = {
       sources = {
         "csrc/lcachy.c", "csrc/lcachy_store.c", "csrc/lcachy_fast.c", "csrc/lcachy_ttl.c",
