@@ -20,7 +20,8 @@
  *                                      (nil, msg for a bad entry)
  *     ring:count(), ring:server(wk) (owner now, 1-based), ring:home(wk)
  *     (owner in the full continuum), ring:eject(i), ring:is_out(i),
- *     ring:address(i) -> label, host, port (port nil for a Unix socket)
+ *     ring:address(i) -> label, host, port (port nil for a Unix socket),
+ *     ring:addresses() (the servers as the driver's messages name them)
  *
  * Everything here agrees with store_memcached.c, the blocking driver, which
  * has its own copies of these rules (keys, lifetimes, counters, server
@@ -225,8 +226,10 @@ int lc_mw_header(lua_State *L)
     const unsigned char *h = (const unsigned char *)luaL_checklstring(L, 1, &n);
     luaL_argcheck(L, n >= 24, 1, "24 bytes expected");
     if (h[0] != 0x81) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "not a binary-protocol response (magic byte 0x%02x)", (unsigned)h[0]);
         lua_pushnil(L);
-        lua_pushfstring(L, "not a binary-protocol response (magic byte 0x%02x)", (unsigned)h[0]);
+        lua_pushstring(L, msg);
         return 2;
     }
     lua_pushinteger(L, h[1]);                                   /* opcode */
@@ -422,6 +425,7 @@ typedef struct mw_ring {
     memcached_st *full;          /* every server: each key's own one */
     time_t *retry_at;            /* per server: 0, or left out until then */
     size_t n, nout;
+    char address[128];           /* the servers as the driver's messages name them */
 } mw_ring;
 
 static int parse_u32(const char *p, size_t n, uint32_t lo, uint32_t hi, uint32_t *out)
@@ -443,7 +447,7 @@ static int parse_u32(const char *p, size_t n, uint32_t lo, uint32_t hi, uint32_t
 
 /* One `servers` entry, read as store_memcached.c's add_server reads it.
  * NULL on success, else the message. */
-static const char *add_server(memcached_st *mc, const char *entry)
+static const char *add_server(memcached_st *mc, const char *entry, cachy_buf *addr)
 {
     char host[256];
     const char *end, *sp, *colon;
@@ -505,6 +509,9 @@ static const char *add_server(memcached_st *mc, const char *entry)
     }
     if (rc != MEMCACHED_SUCCESS)
         return memcached_strerror(mc, rc);
+    if ((addr->len && cachy_buf_append(addr, ",", 1) != 0) ||
+        cachy_buf_append(addr, entry, (size_t)(end - entry)) != 0)
+        return "out of memory";
     return NULL;
 }
 
@@ -646,7 +653,9 @@ int lc_mw_ring_new(lua_State *L)
     static const char *const dflt = "127.0.0.1:11211";
     size_t n = 1, i;
     mw_ring *r;
-    if (!lua_isnoneornil(L, 1)) {
+    int listed = !lua_isnoneornil(L, 1);
+    cachy_buf addr = { 0 };
+    if (listed) {
         luaL_checktype(L, 1, LUA_TTABLE);
         n = cachy_rawlen(L, 1);
         if (n == 0) {
@@ -672,15 +681,18 @@ int lc_mw_ring_new(lua_State *L)
         return luaL_error(L, "cannot configure libmemcached");
     for (i = 0; i < n; i++) {
         const char *entry = dflt, *why;
-        if (!lua_isnoneornil(L, 1)) {
+        if (listed) {
             lua_rawgeti(L, 1, (int)i + 1);
-            if (lua_type(L, -1) != LUA_TSTRING)
+            if (lua_type(L, -1) != LUA_TSTRING) {
+                cachy_buf_free(&addr);
                 return luaL_error(L, "bad argument #1 to 'mc_ring' (servers[%d] is a %s, not a string)",
                                   (int)i + 1, luaL_typename(L, -1));
+            }
             entry = lua_tostring(L, -1);
         }
-        why = add_server(r->mc, entry);
+        why = add_server(r->mc, entry, &addr);
         if (why != NULL) {
+            cachy_buf_free(&addr);
             lua_pushnil(L);
             if (strcmp(why, "bad") == 0)
                 lua_pushfstring(L, "invalid server '%s' in servers (expected \"host:port\", "
@@ -689,13 +701,29 @@ int lc_mw_ring_new(lua_State *L)
                 lua_pushfstring(L, "cannot use server '%s': %s", entry, why);
             return 2;
         }
-        if (!lua_isnoneornil(L, 1))
+        if (listed)
             lua_pop(L, 1);
         r->n++;
     }
+    /* store_memcached.c's set_address: cut to 127 bytes with "..." */
+    if (addr.len <= sizeof r->address - 1) {
+        memcpy(r->address, addr.data, addr.len);
+        r->address[addr.len] = '\0';
+    } else {
+        memcpy(r->address, addr.data, sizeof r->address - 4);
+        memcpy(r->address + sizeof r->address - 4, "...", 4);
+    }
+    cachy_buf_free(&addr);
     r->full = memcached_clone(NULL, r->mc);
     if (r->full == NULL)
         return luaL_error(L, "not enough memory");
+    return 1;
+}
+
+/* ring:addresses(): the servers as the driver's messages name them. */
+static int ring_addresses(lua_State *L)
+{
+    lua_pushstring(L, check_ring(L)->address);
     return 1;
 }
 
@@ -706,6 +734,7 @@ static const luaL_Reg ring_methods[] = {
     { "eject", ring_eject },
     { "is_out", ring_is_out },
     { "address", ring_address },
+    { "addresses", ring_addresses },
     { NULL, NULL },
 };
 

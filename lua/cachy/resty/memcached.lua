@@ -61,11 +61,12 @@ end
 local Store = {}
 Store.__index = Store
 
--- A store on nginx cosockets for the memcached store `name`; desc is the
--- blocking handle's description ("store 'main' (memcached ...)").
-function M.new(name, prefix, config, desc)
+-- A store on nginx cosockets for the memcached store `name` (config
+-- validated by cachy.new; the servers and timeouts are checked here, with
+-- the blocking driver's messages, reported by every call).
+function M.new(name, prefix, config)
   local self = setmetatable({
-    name = name, prefix = prefix or "", config = config, desc = desc,
+    name = name, prefix = prefix or "", config = config,
     connect_timeout = config.connect_timeout or 1.0, timeout = config.timeout or 1.0,
     keepalive_ms = floor((config.keepalive or 60) * 1000),
     pool_size = config.pool_size or 64, backlog = config.pool_backlog,
@@ -78,6 +79,8 @@ function M.new(name, prefix, config, desc)
   elseif not ring then
     self.checked = why
   end
+  -- named as the blocking driver names itself: its servers once they are valid
+  self.desc = "store '" .. name .. "' (memcached" .. (ring and (" " .. ring:addresses()) or "") .. ")"
   if ring then
     self.ring, self.n = ring, ring:count()
     self.servers = {}
@@ -446,22 +449,27 @@ end
 
 -- ---- whole store ------------------------------------------------------------
 
--- flush_all on every server (memcached cannot delete by prefix).
+-- flush_all on every server (memcached cannot delete by prefix). As
+-- libmemcached's flush, every server is asked even after one failed, and
+-- the last failure is the call's.
 function Store:flush()
   if self.checked then return fail(self, nil, "misuse", self.checked) end
+  local last_err, last_code
   for i = 1, self.n do
     local sock, err, code = connect(self, i)
-    if not sock then return nil, err, code end
-    local r
-    r, err, code = round_trip(self, i, sock, mc_request(FLUSH, nil, NO_EXTRAS4, nil, nil, 0))
-    if not r then return nil, err, code end
-    if r.status ~= ST_OK then
-      local _
-      _, err, code = status_fail(self, i, sock, r)
-      return nil, err, code
+    if sock then
+      local r
+      r, err, code = round_trip(self, i, sock, mc_request(FLUSH, nil, NO_EXTRAS4, nil, nil, 0))
+      if r and r.status ~= ST_OK then
+        local _
+        _, err, code = status_fail(self, i, sock, r)
+      elseif r then
+        release(self, sock)
+      end
     end
-    release(self, sock)
+    if err then last_err, last_code = err, code end
   end
+  if last_err then return nil, last_err, last_code end
   return true
 end
 
@@ -602,7 +610,7 @@ function Store:close() end
 
 -- cachy.resty.redis's dispatcher around this store and the blocking handle.
 function M.dispatcher(name, prefix, config, blocking)
-  local st = M.new(name, prefix, config, blocking:describe())
+  local st = M.new(name, prefix, config)
   st.blocking = blocking
   return require("cachy.resty.redis").dispatcher(name, prefix, config, blocking, st)
 end
