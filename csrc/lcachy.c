@@ -219,6 +219,18 @@ static const luaL_Reg core_functions[] = {
     { "driver_fields", core_driver_fields },
     { "redis_command", lc_redis_command },
     { "redis_reader", lc_redis_reader },
+    { "mc_key", lc_mw_key },
+    { "mc_expiry", lc_mw_expiry },
+    { "mc_request", lc_mw_request },
+    { "mc_store_extras", lc_mw_store_extras },
+    { "mc_incr_extras", lc_mw_incr_extras },
+    { "mc_header", lc_mw_header },
+    { "mc_unpad", lc_mw_unpad },
+    { "mc_incr_plan", lc_mw_incr_plan },
+    { "mc_incr_result", lc_mw_incr_result },
+    { "mc_repair", lc_mw_repair },
+    { "mc_status", lc_mw_status },
+    { "mc_ring", lc_mw_ring_new },
     { NULL, NULL },
 };
 
@@ -236,5 +248,6 @@ LUALIB_API int luaopen_cachy_core(lua_State *L)
     luaL_setfuncs(L, core_functions, 0);
     lc_open_store(L);
     lc_open_redis(L);
+    lc_open_memcached_wire(L);
     return 1;
 }

@@ -51,6 +51,22 @@ int lc_redis_command(lua_State *L);                         /* core.redis_comman
 int lc_redis_reader(lua_State *L);                          /* core.redis_reader */
 void lc_open_redis(lua_State *L);                           /* the reader's metatable */
 
+/* memcached_wire.c: memcached keys, lifetimes, binary frames, counters and
+ * the ketama continuum, for transports written in Lua. */
+int lc_mw_key(lua_State *L);
+int lc_mw_expiry(lua_State *L);
+int lc_mw_request(lua_State *L);
+int lc_mw_store_extras(lua_State *L);
+int lc_mw_incr_extras(lua_State *L);
+int lc_mw_header(lua_State *L);
+int lc_mw_unpad(lua_State *L);
+int lc_mw_incr_plan(lua_State *L);
+int lc_mw_incr_result(lua_State *L);
+int lc_mw_repair(lua_State *L);
+int lc_mw_status(lua_State *L);
+int lc_mw_ring_new(lua_State *L);
+void lc_open_memcached_wire(lua_State *L);                  /* the ring's metatable */
+
 /* A key argument: a non-empty string or a number. NULL with *why set otherwise. */
 const char *lc_key_of(lua_State *L, int idx, size_t *len, const char **why);
 

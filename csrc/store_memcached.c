@@ -39,6 +39,10 @@ static const cachy_field memcached_fields[] = {
     { "servers", CACHY_OPT_LIST, 0 },
     { "connect_timeout", CACHY_OPT_NUMBER, 0 },
     { "timeout", CACHY_OPT_NUMBER, 0 },
+    { "transport", CACHY_OPT_STRING, 0 },
+    { "pool_size", CACHY_OPT_INTEGER, 0 },
+    { "pool_backlog", CACHY_OPT_INTEGER, 0 },
+    { "keepalive", CACHY_OPT_NUMBER, 0 },
     { NULL, CACHY_OPT_STRING, 0 },
 };
 

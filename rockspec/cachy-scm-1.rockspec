@@ -35,13 +35,14 @@ build = {
     ["cachy.tags"] = "lua/cachy/tags.lua",
     ["cachy.values"] = "lua/cachy/values.lua",
     ["cachy.resty.redis"] = "lua/cachy/resty/redis.lua",
+    ["cachy.resty.memcached"] = "lua/cachy/resty/memcached.lua",
     ["cachy.core"] = {
       sources = {
         "csrc/lcachy.c", "csrc/lcachy_store.c", "csrc/lcachy_fast.c", "csrc/lcachy_ttl.c",
         "csrc/codec.c", "csrc/json.c", "csrc/manager.c", "csrc/drivers.c", "csrc/util.c",
         "csrc/hash.c", "csrc/store_memory.c", "csrc/store_null.c",
         "csrc/store_file.c", "csrc/store_redis.c", "csrc/store_memcached.c",
-        "csrc/redis_proto.c", "csrc/lcachy_redis.c",
+        "csrc/redis_proto.c", "csrc/lcachy_redis.c", "csrc/memcached_wire.c",
       },
       defines = { "_GNU_SOURCE" },
       incdirs = { "$(HIREDIS_INCDIR)", "$(HIREDIS_INCDIR)/hiredis", "$(LIBMEMCACHED_INCDIR)",

@@ -74,9 +74,9 @@ function Repository:_store()
     if st == nil then
       error("cache driver '" .. driver .. "' is not supported (store '" .. name .. "')", 3)
     end
-    if driver == "redis" and cosockets_wanted(config) then
+    if (driver == "redis" or driver == "memcached") and cosockets_wanted(config) then
       -- the transport is chosen per call (the phase), so nothing is bound
-      st = require("cachy.resty.redis").dispatcher(name, prefix, config, st)
+      st = require("cachy.resty." .. driver).dispatcher(name, prefix, config, st)
       bind = false
     end
   end

@@ -1,7 +1,9 @@
 -- spec/nginx/behaviour_cases.lua: the shared behaviour suite
 -- (spec/behaviour.lua) inside the nginx worker on the built-in redis
 -- driver, twice: transport "cosocket" in the content phase, and transport
--- "auto" in an ngx.timer (started by the request, which waits for it).
+-- "auto" in an ngx.timer (started by the request, which waits for it);
+-- and on the built-in memcached driver over cosockets, with one server
+-- and with three.
 -- Each of the suite's cases becomes one case of spec/nginx/cases.lua, so
 -- one request runs one case. A pending case returns its reason, which the
 -- runner reports as "# SKIP".
@@ -21,6 +23,29 @@ local function collect(label, transport)
       config = function()
         return { driver = "redis", port = M.redis_port(), transport = transport }
       end,
+    })
+  end)
+end
+
+-- The test memcached servers (spec/nginx/run starts three): "127.0.0.1:port".
+function M.mc_servers(count)
+  local ports = assert(M.mc_ports, "behaviour_cases.mc_ports is not set")
+  local out = {}
+  for k = 1, count or #ports do out[k] = "127.0.0.1:" .. assert(ports[k], "too few memcached servers") end
+  return out
+end
+
+-- The memcached store's suite, as spec/40-memcached_spec.lua runs it.
+local function collect_mc(label, transport, count)
+  return shim.collect(function()
+    require("behaviour")(label, {
+      config = function()
+        return { driver = "memcached", servers = M.mc_servers(count), transport = transport }
+      end,
+      exceptions = {
+        flush_scoped = "memcached can only empty whole servers (flush_all), whatever the prefix",
+      },
+      expiry_wait = 3.5,
     })
   end)
 end
@@ -58,6 +83,15 @@ function M.add(case)
       local why = c.run()
       if why then error(why, 0) end
     end)
+  end
+  for _, count in ipairs({ 1, 3 }) do
+    for _, c in ipairs(collect_mc("memcached over cosockets (" .. count .. ")", "cosocket", count)) do
+      case("behaviour (memcached, " .. count .. " server" .. (count > 1 and "s" or "") .. ", cosocket): " .. c.name, function()
+        if c.pending then return c.pending end
+        local why = c.run()
+        if why then error(why, 0) end
+      end)
+    end
   end
   for _, c in ipairs(collect("redis through auto", "auto")) do
     case("behaviour (auto, timer phase): " .. c.name, function()

@@ -7,6 +7,7 @@ local resp = require("resp")
 local resty_store = require("resty_store")
 
 local M = { list = {} }
+local unpack = table.unpack or unpack
 
 local function case(name, fn)
   M.list[#M.list + 1] = { name = name, fn = fn }
@@ -583,6 +584,126 @@ case("redis driver: header_filter and log phases fall back to the blocking drive
   eq(require("phases").cache("auto"):get("h:" .. id), "header", "header_filter's value, read on a cosocket")
 end)
 
+-- (f) the built-in memcached driver in nginx (SPEC section 11) -------------
+
+local function mc_cache(fields, prefix, count)
+  local store = { driver = "memcached", servers = behaviour_cases.mc_servers(count or 1) }
+  for k, v in pairs(fields or {}) do store[k] = v end
+  return cachy.new({ prefix = prefix or "mcdrv:", stores = { main = store } })
+end
+
+case("memcached driver: transport auto uses cosockets in the content and timer phases, binds nothing", function()
+  local cache = mc_cache()
+  eq(transport_of(cache), "cosocket", "content phase")
+  eq(in_timer(function() return transport_of(cache) end), "cosocket", "timer phase")
+  eq(cache:put("a", 1, 1), true, "put through transport auto")
+  eq(cache._fast, nil, "transport auto binds no fast path in nginx")
+  local blocking = mc_cache({ transport = "blocking" })
+  eq(blocking:put("b", 1, 1), true, "put through transport blocking")
+  eq(blocking._fast ~= nil, true, "transport blocking binds the C fast path")
+end)
+
+case("memcached driver: a refused connection gives the blocking driver's message and code", function()
+  for _, servers in ipairs({ { "127.0.0.1:1" }, { "127.0.0.1:1", "127.0.0.1:2" } }) do
+    for _, method in ipairs({ "get", "put", "increment", "many", "put_many", "flush" }) do
+      local args = ({ get = { "k" }, put = { "k", 1, 1 }, increment = { "k" }, many = { { "a", "b" } },
+                      put_many = { { a = 1, b = 2 }, 1 }, flush = {} })[method]
+      local got = {}
+      for _, transport in ipairs({ "cosocket", "blocking" }) do
+        got[transport] = failure(mc_cache({ servers = servers, transport = transport }), method, unpack(args))
+      end
+      eq(got.cosocket, got.blocking, #servers .. " server(s), " .. method .. ": cosocket and blocking")
+      check(got.cosocket[1] == nil and got.cosocket[3] == "closed", "%s gave %s", method, show(got.cosocket))
+    end
+  end
+end)
+
+case("memcached driver: a bad servers entry fails alike on both transports", function()
+  local servers = { "127.0.0.1:99999" }
+  eq(failure(mc_cache({ servers = servers, transport = "cosocket" }), "get", "k"),
+     failure(mc_cache({ servers = servers, transport = "blocking" }), "get", "k"), "port out of range")
+end)
+
+case("memcached driver: bytes written on a cosocket read back through the blocking driver, and back", function()
+  for _, count in ipairs({ 1, 3 }) do
+    local cos = mc_cache({ transport = "cosocket" }, "mcx:", count)
+    local blk = mc_cache({ transport = "blocking" }, "mcx:", count)
+    local long = "long key " .. string.rep("\1x", 200)
+    local value = { s = "a\0b\r\n", n = 1.5, list = { 1, 2, 3 }, t = true }
+    eq(cos:put("v", value, 60), true, "put on a cosocket")
+    eq(blk:get("v"), value, "get through the blocking driver")
+    eq(cos:put(long, "long", 60), true, "a hashed key on a cosocket")
+    eq(blk:get(long), "long", "the hashed key through the blocking driver")
+    eq(blk:put("w", { back = "again" }, 60), true, "put through the blocking driver")
+    eq(cos:get("w"), { back = "again" }, "get on a cosocket")
+    eq(cos:add("w", 1, 60), false, "add of a key the blocking driver wrote")
+    eq(cos:increment("n", 2), 2, "increment on a cosocket")
+    eq(blk:increment("n", 3), 5, "increment through the blocking driver")
+    eq(cos:decrement("n", 9), -4, "decrement below zero on a cosocket")
+    eq(blk:increment("n", 1), -3, "increment through the blocking driver")
+    eq(cos:increment("n", 10), 7, "back above zero on a cosocket")
+    eq(blk:get("n"), 7, "the counter through the blocking driver")
+    eq(cos:put_many({ a = "A", b = { 2 }, [long] = "L" }, 60), true, "put_many on a cosocket")
+    eq(blk:many({ "a", "b", long, "zz" }), { a = "A", b = { 2 }, [long] = "L" }, "many through the blocking driver")
+    eq(blk:put_many({ c = "C", d = 4 }, 60), true, "put_many through the blocking driver")
+    eq(cos:many({ "c", "d", "a", "zz" }), { c = "C", d = 4, a = "A" }, "many on a cosocket")
+    eq(cos:forget("c"), true, "forget on a cosocket")
+    eq(blk:get("c"), nil, "gone for the blocking driver")
+    eq(cos:tags("t"):put("tk", "tagged", 60), true, "tagged put on a cosocket")
+    eq(blk:tags("t"):get("tk"), "tagged", "tagged get through the blocking driver")
+    eq(cos:flush(), true, "flush on a cosocket")
+    eq(blk:get("v"), nil, "flushed for the blocking driver")
+  end
+end)
+
+case("memcached driver: a value too large gives the blocking driver's message and code", function()
+  local big = string.rep("x", 3 * 1024 * 1024)
+  local c = failure(mc_cache({ transport = "cosocket" }), "put", "big", big, 60)
+  local b = failure(mc_cache({ transport = "blocking" }), "put", "big", big, 60)
+  eq(c, b, "too big: cosocket and blocking")
+  eq(c[3], "too_big", "its code")
+  eq(mc_cache({ transport = "cosocket" }):put("small", "ok", 60), true, "the store still works")
+end)
+
+case("memcached driver: a server left out: its keys go to the next server, as the blocking driver's", function()
+  local servers = behaviour_cases.mc_servers(3)
+  servers[4] = "127.0.0.1:1"
+  local cos = mc_cache({ servers = servers, transport = "cosocket" }, "mcfo:")
+  local blk = mc_cache({ servers = servers, transport = "blocking" }, "mcfo:")
+  for i = 1, 60 do eq(cos:put("k" .. i, i, 60), true, "put " .. i .. " on a cosocket with a dead server") end
+  for i = 1, 60 do eq(blk:get("k" .. i), i, "get " .. i .. " through the blocking driver") end
+  eq(cos:many({ "k1", "k2", "k3" }), { k1 = 1, k2 = 2, k3 = 3 }, "many with a dead server")
+end)
+
+case("memcached driver: init_worker_by_lua falls back to the blocking driver; transport cosocket refuses there", function()
+  eq(ngx.shared.results:get("init_worker:memcached"), "ok", "init_worker's checks")
+end)
+
+-- The placement check (spec/nginx/run): /?mcplace=1 writes 300 keys on a
+-- cosocket over three servers (one of weight 2); lua5.4 then finds each on
+-- the server the blocking driver uses for it.
+function M.mc_place_servers()
+  local s = behaviour_cases.mc_servers(3)
+  s[2] = s[2] .. " 2"
+  return s
+end
+
+function M.mc_place_key(i)
+  if i % 10 == 0 then return "long " .. string.rep("x", 260) .. i end
+  if i % 7 == 0 then return "sp ace " .. i end
+  return "k" .. i
+end
+
+function M.mc_place()
+  local cache = cachy.new({ prefix = "place:", stores = { main = {
+    driver = "memcached", servers = M.mc_place_servers(), transport = "cosocket" } } })
+  for i = 1, 300 do
+    local ok, err = cache:put(M.mc_place_key(i), "nginx:" .. i, 120)
+    check(ok == true, "put %d: %s", i, tostring(err))
+  end
+  return "ok"
+end
+
 behaviour_cases.add(case)
 
 -- Interop with plain Lua (spec/nginx/run): /?interop=put writes a value on
@@ -590,7 +711,13 @@ behaviour_cases.add(case)
 -- reads the one lua5.4 wrote. Both under the prefix "interop:".
 M.INTEROP_VALUE = { who = "nginx", bytes = "a\0b\r\n\255", n = 1.5, list = { 1, 2, 3 }, yes = true }
 function M.interop(step)
-  local cache = redis_cache({ transport = "cosocket" }, "interop:")
+  local cache
+  if step:sub(1, 2) == "mc" then
+    cache = mc_cache({ transport = "cosocket", servers = behaviour_cases.mc_servers(3) }, "interop:")
+    step = step:sub(3)
+  else
+    cache = redis_cache({ transport = "cosocket" }, "interop:")
+  end
   if step == "put" then
     local gone, err = cache:forget("from-lua")
     check(gone ~= nil, "forget: %s", tostring(err))

@@ -4,7 +4,9 @@
 --   /?list            "N name" for every case
 --   /?n=N             "ok N name" or "not ok N name: reason"
 --   /?concurrent=I&run=R   one of the three parallel requests (cases.concurrent)
---   /?interop=put|get  the nginx half of the interop with plain Lua (cases.interop)
+--   /?interop=put|get|mcput|mcget  the nginx half of the interop with plain Lua
+--                     (cases.interop; mc: the memcached store on three servers)
+--   /?mcplace=1       300 keys on a cosocket over three memcached servers (cases.mc_place)
 local cases = require("cases")
 local args = ngx.req.get_uri_args()
 
@@ -20,6 +22,12 @@ end
 if args.concurrent then
   local ok, line = pcall(cases.concurrent, tonumber(args.concurrent), args.run or "0")
   ngx.say(ok and line or (args.concurrent .. " raised " .. one_line(line)))
+  return
+end
+
+if args.mcplace then
+  local ok, line = pcall(cases.mc_place)
+  ngx.say(ok and line or ("raised " .. one_line(line)))
   return
 end
 

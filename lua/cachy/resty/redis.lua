@@ -482,13 +482,15 @@ function Store:close() end
 -- transport "auto" or "cosocket": each call goes through the cosocket
 -- store in phases that allow cosockets, else through the blocking C
 -- handle `blocking` (core.open's) -- or, with transport "cosocket",
--- fails there.
+-- fails there. `cosocket` is the store to use there (the memcached
+-- driver passes its own, cachy.resty.memcached's); by default this
+-- module's redis store.
 local Dispatch = {}
 Dispatch.__index = Dispatch
 
-function M.dispatcher(name, prefix, config, blocking)
+function M.dispatcher(name, prefix, config, blocking, cosocket)
   return setmetatable({
-    cosocket = M.new(name, prefix, config),
+    cosocket = cosocket or M.new(name, prefix, config),
     blocking = blocking,
     forced = config.transport == "cosocket",
   }, Dispatch)
