@@ -34,6 +34,7 @@
 #define MC_NO_FAILURE_LIMIT 1000000000   /* libmemcached never ejects on its own (see mc_open) */
 #define MC_DEFAULT_PORT 11211
 #define MC_NO_POS ((size_t)-1)       /* an attempt on several servers at once */
+#define MC_NEVER ((time_t)1 << 40)   /* libmemcached's retry time of an ejected server (see rebuild) */
 
 static const cachy_field memcached_fields[] = {
     { "servers", CACHY_OPT_LIST, 0 },
@@ -384,19 +385,31 @@ static const memcached_instance_st *server_at(mc_state *st, size_t pos)
  * server (where its keys went); a cache may lose entries, never serve
  * outdated ones. A server that fails such a delete is ejected and emptied
  * before it serves again. The continuum is rebuilt only here, from this
- * list of ejected servers, so no server is left out that is not on it.
+ * list of ejected servers, so no server is left out that is not on it; an
+ * ejected server's libmemcached retry time is set beyond reach (MC_NEVER),
+ * so libmemcached never lets it back by itself, uncleaned, in the middle of
+ * a call (it would after its retry time otherwise: a round of a batch can
+ * outlast rejoin_due's check by more than the second that separated them).
+ * Every attempt of a write is remembered, answered or not: one that timed
+ * out on a fallback may still be applied there.
  *
  * What this covers: this process's own writes. Another process's writes
  * during the outage are cleaned by that process, on its first call after
  * the retry time; until then this process may read the old value from the
  * rejoined server. A process that never saw the server fail (it used it
- * only before and after) cannot know, and is not protected.
+ * only before and after) cannot know, and is not protected. And a write or
+ * delete sent to a server just as it stopped answering (it timed out, its
+ * bytes waiting in the server's socket) is carried out when the server
+ * resumes: memcached orders requests only within a connection, so if that
+ * comes after the cleaning (sent on a new connection), the server keeps
+ * the value of that write, current then, outdated if the key was written
+ * or deleted again during the outage.
  */
 static void rebuild(mc_state *st)
 {
     size_t i;
     for (i = 0; i < st->nservers; i++)
-        memcached_instance_next_retry(server_at(st, i), st->out[i].out ? st->out[i].retry_at : 0);
+        memcached_instance_next_retry(server_at(st, i), st->out[i].out ? MC_NEVER : 0);
     memcached_behavior_set_distribution(st->mc, MEMCACHED_DISTRIBUTION_CONSISTENT_WEIGHTED);
 }
 
@@ -428,6 +441,29 @@ static void eject(mc_state *st, const memcached_instance_st *inst)
             mark_out(st, pos);
     drop_connections(st);
     rebuild(st);
+}
+
+/*
+ * st->ring must place every key where st->mc places it with all servers in.
+ * memcached_clone does not carry KETAMA_WEIGHTED over when every weight is
+ * 1 (libmemcached turns it on by itself only for a weight above 1), and
+ * the unweighted continuum puts about half the keys elsewhere: their
+ * writes during an outage were then not remembered with their own server,
+ * whose old copies came back when it rejoined. So the clone is set to the
+ * same distribution, and open checks that both agree on a sample of keys.
+ */
+static int ring_matches(mc_state *st)
+{
+    char k[32];
+    unsigned i;
+    if (memcached_behavior_set(st->ring, MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1) != MEMCACHED_SUCCESS)
+        return 0;
+    for (i = 0; i < 4096; i++) {
+        int n = snprintf(k, sizeof k, "cachy-ring-check-%u", i);
+        if (memcached_generate_hash(st->ring, k, (size_t)n) != memcached_generate_hash(st->mc, k, (size_t)n))
+            return 0;
+    }
+    return 1;
 }
 
 /* Remembers that the write of wk went to the server at landed (see above). */
@@ -955,7 +991,7 @@ static int mc_open(cachy_store *s, cachy_error *err)
     /* Non-blocking sockets, so that every wait is a poll bounded by the
      * timeouts below; libmemcached's defaults would otherwise apply.
      * REMOVE_FAILED_SERVERS makes the ketama continuum leave out a server
-     * until its retry time, and RETRY_TIMEOUT is how long libmemcached
+     * until it is let back (see rebuild), and RETRY_TIMEOUT is how long libmemcached
      * itself stops connecting to a server that refused. Its own ejection,
      * after SERVER_FAILURE_LIMIT failed connects, is set out of reach: it
      * would eject a server that comes back once more before trying it, and
@@ -984,6 +1020,11 @@ static int mc_open(cachy_store *s, cachy_error *err)
         st->ring = memcached_clone(NULL, st->mc);
     if (st->live == NULL || st->out == NULL || (st->nservers > 1 && st->ring == NULL)) {
         cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if (st->ring && !ring_matches(st)) {
+        cachy_error_set(err, s, CACHY_EBACKEND,
+                        "libmemcached's copy of the server continuum does not match it");
         goto fail;
     }
     set_address(s, &addr);
@@ -1371,11 +1412,10 @@ static memcached_return_t write_one(mc_state *st, mc_write_fn write, int (*answe
         *owner = owner_of(st, wk);
         rc = write(st->mc, wk.ptr, wk.len, val.ptr, val.len, exp, 0);
         end_attempt(st, rc);
-        if (answered(rc) || !try_again(st, &t, rc, *owner)) {
-            if (st->nout)
-                note_write(st, wk, st->attempt_pos);
+        if (st->nout)                   /* sent, answered or not */
+            note_write(st, wk, st->attempt_pos);
+        if (answered(rc) || !try_again(st, &t, rc, *owner))
             return rc;
-        }
     }
 }
 
@@ -1769,11 +1809,11 @@ static int mc_incr(cachy_store *s, cachy_slice key, int64_t by, int64_t *result,
         owner = owner_of(st, wk);
         r = mc_incr_once(s, st, key, wk, by, result, &rc, err);
         end_attempt(st, r == -1 ? rc : MEMCACHED_SUCCESS);
+        if (st->nout)                   /* sent, answered or not */
+            note_write(st, wk, st->attempt_pos);
         if (r != -1 || !try_again(st, &t, rc, owner))
             break;
     }
-    if (st->nout)
-        note_write(st, wk, st->attempt_pos);
     if (r == -1)
         return mc_fail(s, st, rc, 0, owner, err);
     return r == 0 ? 0 : -1;

@@ -475,6 +475,13 @@ describe("memcached", function()
         if i then mine[#mine + 1] = i end
       end
       assert.is_true(#mine >= 20, "server 2 holds " .. #mine .. " keys")
+      local others = {}                    -- keys of the other two, never written meanwhile
+      for _, s in ipairs({ pool[1], pool[3] }) do
+        for _, w in ipairs(wire_keys(s.port)) do
+          local i = tonumber(w:match("^multi:key(%d+)$"))
+          if i then others[#others + 1] = i end
+        end
+      end
       local replaced, forgotten = {}, {}
       for j = 1, 10 do replaced[j] = mine[j] end
       for j = 11, 20 do forgotten[#forgotten + 1] = mine[j] end
@@ -507,6 +514,8 @@ describe("memcached", function()
         system.sleep(0.05)
       end
       assert.is_true(polls > 100)
+      -- Only the keys written meanwhile were deleted: no server was emptied.
+      for _, i in ipairs(others) do assert.are.equal("v" .. i, cache:get("key" .. i)) end
       -- The resumed server serves its keys again, written anew.
       assert.are.equal(true, cache:put("key" .. replaced[1], "NEWER"))
       assert.are.equal("NEWER", cache:get("key" .. replaced[1]))

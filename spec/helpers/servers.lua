@@ -29,13 +29,18 @@ function Server:signal(sig)
   os.execute(string.format("kill -%s %d 2>/dev/null", sig, self.pid))
 end
 
--- Gone, or a zombie waiting for init to reap it (kill -0 still succeeds on those).
+-- Gone, or a zombie waiting for init to reap it (kill -0 still succeeds on
+-- those). The main thread of a killed multi-threaded server (memcached) turns
+-- zombie before its other threads have exited, and their shared descriptors,
+-- the listening socket among them, close only with the last one: until then a
+-- new connection is accepted and then reset. So a zombie counts as gone only
+-- once it is the last thread left.
 local function gone(pid)
   local f = io.open("/proc/" .. pid .. "/status")
   if not f then return true end
   local status = f:read("*a")
   f:close()
-  return status:match("\nState:%s*Z") ~= nil
+  return status:match("\nState:%s*Z") ~= nil and (tonumber(status:match("\nThreads:%s*(%d+)")) or 1) <= 1
 end
 M.gone = gone
 
