@@ -10,6 +10,7 @@
  * the counter stays at or above zero.
  */
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -331,14 +332,18 @@ static int mc_fail(cachy_store *s, mc_state *st, memcached_return_t rc, size_t v
     default:
         break;
     }
-    if (rc == MEMCACHED_ERRNO || rc == MEMCACHED_CONNECTION_FAILURE) {
-        int e = memcached_last_error_errno(st->mc);
-        lower_copy(cause, sizeof cause, e ? strerror(e) : memcached_strerror(st->mc, rc));
-    } else {
-        lower_copy(cause, sizeof cause, memcached_strerror(st->mc, rc));
+    {
+        cachy_errcode code = is_server_failure(rc) ? CACHY_ECONN : CACHY_EBACKEND;
+        if (rc == MEMCACHED_ERRNO || rc == MEMCACHED_CONNECTION_FAILURE) {
+            int e = memcached_last_error_errno(st->mc);
+            lower_copy(cause, sizeof cause, e ? strerror(e) : memcached_strerror(st->mc, rc));
+            if (e == ECONNREFUSED || e == ENOENT)     /* nothing listens there: "refused" */
+                code = CACHY_EREFUSED;
+        } else {
+            lower_copy(cause, sizeof cause, memcached_strerror(st->mc, rc));
+        }
+        cachy_error_set(err, s, code, "%s%s", cause, where);
     }
-    cachy_error_set(err, s, is_server_failure(rc) ? CACHY_ECONN : CACHY_EBACKEND, "%s%s",
-                    cause, where);
     return -1;
 }
 

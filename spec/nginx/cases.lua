@@ -613,7 +613,7 @@ case("memcached driver: a refused connection gives the blocking driver's message
         got[transport] = failure(mc_cache({ servers = servers, transport = transport }), method, unpack(args))
       end
       eq(got.cosocket, got.blocking, #servers .. " server(s), " .. method .. ": cosocket and blocking")
-      check(got.cosocket[1] == nil and got.cosocket[3] == "closed", "%s gave %s", method, show(got.cosocket))
+      check(got.cosocket[1] == nil and got.cosocket[3] == "refused", "%s gave %s", method, show(got.cosocket))
     end
   end
 end)

@@ -120,6 +120,8 @@ local function io_fail(self, i, sock, err, connecting)
     end
   elseif connecting then
     cause = tostring(err):lower()
+    -- nothing listens there: as the blocking driver's code says
+    if cause:find("refused", 1, true) or cause:find("no such file", 1, true) then code = "refused" end
   elseif err == "closed" then
     cause = "connection failure"
   else
