@@ -40,8 +40,13 @@ end
 local OPTIONS = { key = true, minutes = true, store = true }
 
 -- A store's failure seen by a decorated call: the config's
--- on_error(err, store_name), or one line on stderr a second per store.
--- on_error must not yield (SPEC section 10).
+-- on_error(err, store_name), or one line a second per store: on stderr,
+-- and inside nginx in its error log at the warn level. on_error must not
+-- yield (SPEC section 10).
+local ngx_log = type(ngx) == "table" and ngx.log and ngx.WARN and function(err)
+  ngx.log(ngx.WARN, "cachy: ", err)
+end
+
 local function report(repo, err)
   local ms, name = repo._ms, repo._name
   if ms.on_error then return ms.on_error(err, name) end
@@ -49,7 +54,7 @@ local function report(repo, err)
   local last = ms.last_report[name]
   if last == nil or now - last >= 1000 then
     ms.last_report[name] = now
-    io.stderr:write("cachy: ", err, "\n")
+    if ngx_log then ngx_log(err) else io.stderr:write("cachy: ", err, "\n") end
   end
 end
 

@@ -97,6 +97,21 @@ case("the LuaJIT module loads in the worker; the memory store answers", function
   eq(cache:remember("r", 1, function() return "plain" end), "plain", "remember, no yield")
 end)
 
+case("the default on_error writes to nginx's error log at the warn level", function()
+  local cache = cachy.new({ stores = { main = { driver = "failing" } } })
+  cache:extend("failing", function()
+    return { get = function() return nil, "backend down " .. ngx.worker.pid() end }
+  end)
+  local f = cache(function(x) return x + 1 end, { key = "onerr" })
+  eq(f(1), 2, "the decorator fails open")
+  local prefix = ngx.config.prefix()
+  if prefix:sub(-1) ~= "/" then prefix = prefix .. "/" end
+  local log = assert(io.open(prefix .. "error.log")):read("*a")
+  local line = log:match("[^\n]*cachy: store 'main' %(failing%): backend down " .. ngx.worker.pid() .. "[^\n]*")
+  check(line ~= nil, "no cachy line in error.log")
+  check(line:find("[warn]", 1, true) ~= nil, "not at the warn level: %s", line)
+end)
+
 case("the test's RESP client talks to the test Redis through cosockets", function()
   eq(redis("PING"), "PONG", "PING")
   redis("DEL", "nginx-spec:resp")
