@@ -190,9 +190,11 @@ build/fuzz/fuzz_file: fuzz/fuzz_file.c csrc/store_file.c csrc/util.c csrc/hash.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_file.c csrc/util.c csrc/hash.c -lxxhash -lm
 
-build/fuzz/fuzz_redis_reply: fuzz/fuzz_redis_reply.c csrc/store_redis.c csrc/util.c csrc/hash.c $(HDRS)
+build/fuzz/fuzz_redis_reply: fuzz/fuzz_redis_reply.c csrc/store_redis.c csrc/redis_proto.c \
+                             csrc/util.c csrc/hash.c $(HDRS)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_redis_reply.c csrc/util.c csrc/hash.c -lhiredis -lxxhash -lm
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_redis_reply.c csrc/redis_proto.c csrc/util.c \
+	  csrc/hash.c -lhiredis -lxxhash -lm
 
 build/fuzz/fuzz_memcached_key: fuzz/fuzz_memcached_key.c csrc/store_memcached.c csrc/util.c csrc/hash.c $(HDRS)
 	@mkdir -p $(dir $@)

@@ -81,7 +81,7 @@ static size_t arg_size(lua_State *L, int idx, lua_Number dflt)
 int lc_redis_reader(lua_State *L)
 {
     int depth = (int)luaL_optnumber(L, 1, 0);
-    size_t elems = arg_size(L, 2, 0), bulk = arg_size(L, 3, 512.0 * 1024 * 1024);
+    size_t elems = arg_size(L, 2, 0), bulk = arg_size(L, 3, (lua_Number)CACHY_RESP_MAX_BULK);
     lc_reader *u = lua_newuserdata(L, sizeof *u);
     u->r = NULL;
     u->pending = NULL;

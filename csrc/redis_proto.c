@@ -2,8 +2,9 @@
  * redis_proto.c: RESP without sockets (redis_proto.h). hiredis formats the
  * commands and splits the reply stream; the reply objects are built here,
  * so that every string length and element count announced by the server is
- * checked against the reader's limits before memory is taken for it (the
- * same checks as store_redis.c's constructors).
+ * checked against the reader's limits before memory is taken for it. Both
+ * transports read their replies here: the cosocket one through
+ * lcachy_redis.c, the blocking one in store_redis.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,8 +137,7 @@ cachy_resp_reader *cachy_resp_reader_new(int max_depth, size_t max_elems, size_t
     c->fns.createInteger = make_integer;
     c->fns.createNil = make_nil;
     c->fns.freeObject = free_object;
-    c->max_depth = max_depth < 0 ? 0 : max_depth;
-    c->max_elems = max_elems;
+    cachy_resp_reader_limit(c, max_depth, max_elems);
     c->max_bulk = max_bulk;
     c->reader = redisReaderCreateWithFunctions(&c->fns);
     if (c->reader == NULL) {
@@ -146,6 +146,12 @@ cachy_resp_reader *cachy_resp_reader_new(int max_depth, size_t max_elems, size_t
     }
     c->reader->privdata = c;
     return c;
+}
+
+void cachy_resp_reader_limit(cachy_resp_reader *c, int max_depth, size_t max_elems)
+{
+    c->max_depth = max_depth < 0 ? 0 : max_depth;
+    c->max_elems = max_elems;
 }
 
 void cachy_resp_reader_free(cachy_resp_reader *c)

@@ -2,9 +2,10 @@
  * redis_proto.h: the Redis protocol (RESP) as bytes in, bytes out, no
  * sockets: commands formatted by hiredis's redisFormatCommandArgv, replies
  * parsed by hiredis's redisReader into trees whose sizes are checked
- * against the caller's limits before anything is allocated for them. The
- * cosocket transport (lua/cachy/resty/redis.lua) drives it through
- * core.redis_command and core.redis_reader (lcachy_redis.c).
+ * against the caller's limits before anything is allocated for them. Both
+ * transports use it: the cosocket one (lua/cachy/resty/redis.lua) through
+ * core.redis_command and core.redis_reader (lcachy_redis.c), the blocking
+ * one (store_redis.c) directly.
  */
 #ifndef CACHY_REDIS_PROTO_H
 #define CACHY_REDIS_PROTO_H
@@ -26,11 +27,20 @@ typedef struct cachy_resp {
 
 typedef struct cachy_resp_reader cachy_resp_reader;
 
+/* Redis refuses bulk strings over its proto-max-bulk-len, 512 MiB by
+ * default: the largest value either transport sends or accepts. */
+#define CACHY_RESP_MAX_BULK ((size_t)512 * 1024 * 1024)
+
 /* A reader whose replies hold arrays nested at most max_depth deep (0: no
  * arrays), of at most max_elems elements, and strings of at most max_bulk
  * bytes; at most max_bulk + 64 KiB may wait in its buffer. NULL on ENOMEM. */
 cachy_resp_reader *cachy_resp_reader_new(int max_depth, size_t max_elems, size_t max_bulk);
 void cachy_resp_reader_free(cachy_resp_reader *r);
+
+/* Sets the array limits (max_depth, max_elems, as for cachy_resp_reader_new)
+ * for the replies read from now on: a transport that reuses one reader for
+ * many commands sets what the next command may return. */
+void cachy_resp_reader_limit(cachy_resp_reader *r, int max_depth, size_t max_elems);
 
 /* Appends bytes read from the server. 0 ok (bytes fed to a reader that
  * failed are dropped), -1 out of memory. */

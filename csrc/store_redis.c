@@ -17,10 +17,11 @@
  *    on every new connection, and each round trip has one deadline: when a
  *    reply needs several reads, the socket timeout is shortened to the time
  *    left, so a server that trickles bytes cannot stretch a call.
- *  - Sizes from the wire. Replies are built by this file's constructors, which
- *    check every string length and element count against what the command in
- *    flight can return before allocating; bytes buffered for one reply are
- *    capped as well.
+ *  - Sizes from the wire. Replies are read by redis_proto.c's reader (the
+ *    module the cosocket transport uses too), whose constructors check every
+ *    string length and element count against what the command in flight can
+ *    return before allocating; bytes buffered for one reply are capped as
+ *    well. Commands are formatted there too.
  *
  * Name resolution (getaddrinfo) is not bounded by connect_timeout: give
  * `host` as an address where that matters.
@@ -46,12 +47,9 @@
 
 #include <hiredis.h>
 
+#include "redis_proto.h"
 #include "store.h"
 
-/* Redis refuses bulk strings over its proto-max-bulk-len, 512 MiB by default. */
-#define MAX_BULK ((size_t)512 * 1024 * 1024)
-/* Bytes one reply may occupy while it is being read. */
-#define MAX_BUFFERED (MAX_BULK + 64 * 1024)
 /* SCAN's COUNT hint for flush, and the most keys one SCAN reply may carry. */
 #define SCAN_COUNT "1000"
 #define SCAN_MAX_KEYS 100000
@@ -60,15 +58,6 @@
 /* Seconds a failed connect keeps the store from connecting again (as
  * memcached leaves a failed server out for 2 s). */
 #define RETRY_AFTER 2.0
-
-typedef struct reply {
-    int type;                   /* REDIS_REPLY_* */
-    long long integer;
-    char *str;                  /* STRING, STATUS, ERROR: len bytes + NUL */
-    size_t len;
-    struct reply **elem;        /* ARRAY */
-    size_t n;
-} reply;
 
 typedef struct rconn {
     /* configuration; the strings point into the store's options */
@@ -79,16 +68,9 @@ typedef struct rconn {
     int64_t retry_ms;                      /* retry_after; 0: no breaker */
 
     redisContext *ctx;                     /* NULL while disconnected */
-    redisReader *reader;                   /* one per connection */
-    redisReplyObjectFunctions fns;
+    cachy_resp_reader *reader;             /* one per connection */
     int64_t deadline;                      /* monotonic ms, for the round trip in flight */
     int64_t sock_ms;                       /* timeout the socket has now */
-
-    /* what the reply being read may contain */
-    int max_depth;                         /* 0: no arrays, 1: flat, 2: SCAN's */
-    size_t max_elems;
-    char refusal[96];                      /* why a constructor refused a reply */
-    int oom;                               /* a constructor ran out of memory */
 
     cachy_buf out;                         /* outgoing pipelined commands */
 } rconn;
@@ -150,107 +132,8 @@ static const char *seconds(double v, char out[32])
 
 /* ---- replies ------------------------------------------------------------ */
 
-static void free_reply(void *obj)
-{
-    reply *r = obj;
-    size_t i;
-    if (r == NULL)
-        return;
-    for (i = 0; i < r->n; i++)
-        free_reply(r->elem[i]);
-    free(r->elem);
-    free(r->str);
-    free(r);
-}
-
-/* Constructors return NULL to stop the reader; they say why in the rconn. */
-static void *refuse(rconn *c, const char *what, long long n, size_t limit)
-{
-    snprintf(c->refusal, sizeof c->refusal, what, n, limit);
-    return NULL;
-}
-
-static reply *new_reply(const redisReadTask *task, int type)
-{
-    rconn *c = task->privdata;
-    reply *r = calloc(1, sizeof *r);
-    if (r == NULL) {
-        c->oom = 1;
-        return NULL;
-    }
-    r->type = type;
-    if (task->parent) {
-        reply *parent = task->parent->obj;
-        /* the reader fills exactly the slots it announced */
-        if (task->idx < 0 || (size_t)task->idx >= parent->n) {
-            free(r);
-            return refuse(c, "an element at index %lld of an array of %zu", task->idx, parent->n);
-        }
-        parent->elem[task->idx] = r;
-    }
-    return r;
-}
-
-static void *make_string(const redisReadTask *task, char *str, size_t len)
-{
-    rconn *c = task->privdata;
-    reply *r;
-    if (len > MAX_BULK)
-        return refuse(c, "a string of %lld bytes (at most %zu)", (long long)len, MAX_BULK);
-    r = new_reply(task, task->type);
-    if (r == NULL)
-        return NULL;
-    r->str = malloc(len + 1);
-    if (r->str == NULL) {
-        c->oom = 1;
-        if (task->parent == NULL)       /* a child is freed with its parent */
-            free(r);
-        return NULL;
-    }
-    memcpy(r->str, str, len);
-    r->str[len] = '\0';
-    r->len = len;
-    return r;
-}
-
-static void *make_array(const redisReadTask *task, int elements)
-{
-    rconn *c = task->privdata;
-    const redisReadTask *t;
-    reply *r;
-    int depth = 1;
-    for (t = task->parent; t; t = t->parent)
-        depth++;
-    if (depth > c->max_depth)
-        return refuse(c, "an array at depth %lld (at most %zu)", depth, (size_t)c->max_depth);
-    if (elements < 0 || (size_t)elements > c->max_elems)
-        return refuse(c, "an array of %lld elements (at most %zu)", elements, c->max_elems);
-    r = new_reply(task, REDIS_REPLY_ARRAY);
-    if (r == NULL)
-        return NULL;
-    r->elem = calloc(elements ? (size_t)elements : 1, sizeof *r->elem);
-    if (r->elem == NULL) {
-        c->oom = 1;
-        if (task->parent == NULL)
-            free(r);
-        return NULL;
-    }
-    r->n = (size_t)elements;
-    return r;
-}
-
-static void *make_integer(const redisReadTask *task, long long v)
-{
-    reply *r = new_reply(task, REDIS_REPLY_INTEGER);
-    if (r)
-        r->integer = v;
-    return r;
-}
-
-static void *make_nil(const redisReadTask *task) { return new_reply(task, REDIS_REPLY_NIL); }
-
 /* Moves a string reply's bytes into out without copying them again. */
-static void take_string(cachy_buf *out, reply *r)
+static void take_string(cachy_buf *out, cachy_resp *r)
 {
     free(out->data);
     out->data = r->str;
@@ -265,8 +148,7 @@ static void drop(rconn *c)
 {
     if (c->ctx)
         redisFree(c->ctx);
-    if (c->reader)
-        redisReaderFree(c->reader);
+    cachy_resp_reader_free(c->reader);
     c->ctx = NULL;
     c->reader = NULL;
 }
@@ -347,32 +229,17 @@ static int send_all(cachy_store *s, rconn *c, const char *p, size_t n, cachy_err
 }
 
 /* Reads one reply, within the limits set for the command; *out owned by the caller. */
-static int read_reply(cachy_store *s, rconn *c, reply **out, cachy_error *err)
+static int read_reply(cachy_store *s, rconn *c, cachy_resp **out, cachy_error *err)
 {
-    char buf[READ_CHUNK], cause[256];
+    char buf[READ_CHUNK];
     for (;;) {
-        void *obj = NULL;
+        cachy_error why;        /* not err: io_fail formats from it into err */
         ssize_t k;
-        c->refusal[0] = '\0';
-        c->oom = 0;
-        if (redisReaderGetReply(c->reader, &obj) != REDIS_OK) {
-            if (c->refusal[0]) {
-                snprintf(cause, sizeof cause, "reply refused: %s", c->refusal);
-                return io_fail(s, c, CACHY_ECORRUPT, cause, err);
-            }
-            if (c->oom)
-                return io_fail(s, c, CACHY_ENOMEM, "out of memory", err);
-            snprintf(cause, sizeof cause, "protocol error: %s", c->reader->errstr);
-            return io_fail(s, c, CACHY_ECONN, cause, err);
-        }
-        if (obj) {
-            *out = obj;
+        int rc = cachy_resp_reader_next(c->reader, out, &why);
+        if (rc > 0)
             return 0;
-        }
-        if (c->reader->len - c->reader->pos > MAX_BUFFERED) {
-            snprintf(cause, sizeof cause, "reply refused: larger than %zu bytes", MAX_BUFFERED);
-            return io_fail(s, c, CACHY_ETOOBIG, cause, err);
-        }
+        if (rc < 0)
+            return io_fail(s, c, why.code, why.msg, err);
         if (arm(c) != 0)
             return timed_out(s, c, err);
         k = recv(c->ctx->fd, buf, sizeof buf, 0);
@@ -385,7 +252,7 @@ static int read_reply(cachy_store *s, rconn *c, reply **out, cachy_error *err)
         }
         if (k == 0)
             return io_fail(s, c, CACHY_ECONN, "connection closed by the server", err);
-        if (redisReaderFeed(c->reader, buf, (size_t)k) != REDIS_OK)
+        if (cachy_resp_reader_feed(c->reader, buf, (size_t)k) != 0)
             return io_fail(s, c, CACHY_ENOMEM, "out of memory", err);
     }
 }
@@ -394,15 +261,15 @@ static int read_reply(cachy_store *s, rconn *c, reply **out, cachy_error *err)
 static int append_cmd(cachy_store *s, rconn *c, int argc, const char **argv, const size_t *lens,
                       cachy_error *err)
 {
-    char *cmd = NULL;
-    int n = redisFormatCommandArgv(&cmd, argc, argv, lens);
+    size_t n;
+    char *cmd = cachy_resp_command(argc, argv, lens, &n);
     int rc;
-    if (n < 0) {
+    if (cmd == NULL) {
         cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
         return -1;
     }
-    rc = cachy_buf_append(&c->out, cmd, (size_t)n);
-    redisFreeCommand(cmd);
+    rc = cachy_buf_append(&c->out, cmd, n);
+    cachy_resp_command_free(cmd);
     if (rc != 0) {
         cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
         return -1;
@@ -416,8 +283,7 @@ static int begin(cachy_store *s, rconn *c, int max_depth, size_t max_elems, cach
 {
     c->deadline = cachy_monotonic_ms() + timeout_ms(c->timeout);
     c->out.len = 0;
-    c->max_depth = max_depth;
-    c->max_elems = max_elems;
+    cachy_resp_reader_limit(c->reader, max_depth, max_elems);
     if (c->sock_ms != timeout_ms(c->timeout) &&
         set_sock_timeout(c, timeout_ms(c->timeout)) != 0)
         return lost(s, c, errno, err);
@@ -448,7 +314,7 @@ static int connect_failed(cachy_store *s, rconn *c, cachy_error *err)
 }
 
 /* A server error reply during the handshake: fatal for this connection. */
-static int handshake_error(cachy_store *s, rconn *c, const char *what, const reply *r,
+static int handshake_error(cachy_store *s, rconn *c, const char *what, const cachy_resp *r,
                            cachy_error *err)
 {
     char text[TEXT_SHOWN * 4 + 4];
@@ -477,10 +343,9 @@ static int handshake(cachy_store *s, rconn *c, cachy_error *err)
                        : redisConnectWithTimeout(c->host, c->port, tv);
     if (c->ctx == NULL || c->ctx->err)
         return connect_failed(s, c, err);
-    c->reader = redisReaderCreateWithFunctions(&c->fns);
+    c->reader = cachy_resp_reader_new(0, 0, CACHY_RESP_MAX_BULK);
     if (c->reader == NULL)
         return io_fail(s, c, CACHY_ENOMEM, "out of memory", err);
-    c->reader->privdata = c;
     c->sock_ms = -1;
     if (begin(s, c, 0, 0, err) != 0)
         return -1;
@@ -506,7 +371,7 @@ static int handshake(cachy_store *s, rconn *c, cachy_error *err)
         return -1;
     /* any failure here drops the connection, so no reply is left behind */
     for (i = 0; i < want_auth + want_select; i++) {
-        reply *r;
+        cachy_resp *r;
         int is_auth = want_auth && i == 0;
         if (read_reply(s, c, &r, err) != 0)
             return -1;
@@ -519,7 +384,7 @@ static int handshake(cachy_store *s, rconn *c, cachy_error *err)
             handshake_error(s, c, what, r, err);
             rc = -1;
         }
-        free_reply(r);
+        cachy_resp_free(r);
         if (rc != 0)
             return -1;
     }
@@ -593,7 +458,7 @@ static int ready(cachy_store *s, rconn *c, int max_depth, size_t max_elems, cach
         char probe;
         ssize_t k = recv(c->ctx->fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
         if (!(k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) ||
-            c->reader->pos < c->reader->len)
+            cachy_resp_reader_buffered(c->reader) > 0)
             drop(c);
     }
     if (c->ctx == NULL && conn_open(s, c, err) != 0)
@@ -603,7 +468,7 @@ static int ready(cachy_store *s, rconn *c, int max_depth, size_t max_elems, cach
 
 /* One command, one reply. */
 static int call(cachy_store *s, int argc, const char **argv, const size_t *lens, int max_depth,
-                size_t max_elems, reply **out, cachy_error *err)
+                size_t max_elems, cachy_resp **out, cachy_error *err)
 {
     rconn *c = s->impl;
     if (ready(s, c, max_depth, max_elems, err) != 0)
@@ -615,7 +480,7 @@ static int call(cachy_store *s, int argc, const char **argv, const size_t *lens,
 
 /* A reply the command does not give when it works. The stream is still in
  * step (one reply per command), so the connection stays. */
-static int bad_reply(cachy_store *s, const char *cmd, const reply *r, cachy_error *err)
+static int bad_reply(cachy_store *s, const char *cmd, const cachy_resp *r, cachy_error *err)
 {
     char text[TEXT_SHOWN * 4 + 4];
     if (r->type == REDIS_REPLY_ERROR)
@@ -625,17 +490,17 @@ static int bad_reply(cachy_store *s, const char *cmd, const reply *r, cachy_erro
     return -1;
 }
 
-static int is_ok(const reply *r)
+static int is_ok(const cachy_resp *r)
 {
     return r->type == REDIS_REPLY_STATUS && r->len == 2 && memcmp(r->str, "OK", 2) == 0;
 }
 
 static int too_big(cachy_store *s, cachy_slice val, cachy_error *err)
 {
-    if (val.len <= MAX_BULK)
+    if (val.len <= CACHY_RESP_MAX_BULK)
         return 0;
     cachy_error_set(err, s, CACHY_ETOOBIG, "value of %zu bytes is larger than Redis accepts (%zu)",
-                    val.len, MAX_BULK);
+                    val.len, CACHY_RESP_MAX_BULK);
     return -1;
 }
 
@@ -701,11 +566,6 @@ static int redis_open(cachy_store *s, cachy_error *err)
         cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
         return -1;
     }
-    c->fns.createString = make_string;
-    c->fns.createArray = make_array;
-    c->fns.createInteger = make_integer;
-    c->fns.createNil = make_nil;
-    c->fns.freeObject = free_reply;
     s->impl = c;
     if (read_options(s, c, err) != 0 || conn_open(s, c, err) != 0) {
         redis_close(s);
@@ -718,7 +578,7 @@ static int redis_get(cachy_store *s, cachy_slice key, cachy_buf *out, cachy_erro
 {
     const char *argv[2] = { "GET", key.ptr };
     size_t lens[2] = { 3, key.len };
-    reply *r;
+    cachy_resp *r;
     int rc;
     if (call(s, 2, argv, lens, 0, 0, &r, err) != 0)
         return -1;
@@ -730,7 +590,7 @@ static int redis_get(cachy_store *s, cachy_slice key, cachy_buf *out, cachy_erro
     } else {
         rc = bad_reply(s, "GET", r, err);
     }
-    free_reply(r);
+    cachy_resp_free(r);
     return rc;
 }
 
@@ -753,7 +613,7 @@ static int set_args(cachy_slice key, cachy_slice val, int64_t ttl_ms, int nx, ch
 
 /* Sends SET (with NX when nx); *r is the reply, to be freed, when it returns 0. */
 static int send_set(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_ms, int nx,
-                    reply **r, cachy_error *err)
+                    cachy_resp **r, cachy_error *err)
 {
     const char *argv[6];
     size_t lens[6];
@@ -767,19 +627,19 @@ static int send_set(cachy_store *s, cachy_slice key, cachy_slice val, int64_t tt
 static int redis_put(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_ms,
                      cachy_error *err)
 {
-    reply *r;
+    cachy_resp *r;
     int rc;
     if (send_set(s, key, val, ttl_ms, 0, &r, err) != 0)
         return -1;
     rc = is_ok(r) ? 0 : bad_reply(s, "SET", r, err);
-    free_reply(r);
+    cachy_resp_free(r);
     return rc;
 }
 
 static int redis_add(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_ms,
                      cachy_error *err)
 {
-    reply *r;
+    cachy_resp *r;
     int rc;
     if (send_set(s, key, val, ttl_ms, 1, &r, err) != 0)
         return -1;
@@ -789,7 +649,7 @@ static int redis_add(cachy_store *s, cachy_slice key, cachy_slice val, int64_t t
         rc = 0;
     else
         rc = bad_reply(s, "SET", r, err);
-    free_reply(r);
+    cachy_resp_free(r);
     return rc;
 }
 
@@ -797,16 +657,16 @@ static int redis_forget(cachy_store *s, cachy_slice key, cachy_error *err)
 {
     const char *argv[2] = { "DEL", key.ptr };
     size_t lens[2] = { 3, key.len };
-    reply *r;
+    cachy_resp *r;
     int rc;
     if (call(s, 2, argv, lens, 0, 0, &r, err) != 0)
         return -1;
     rc = r->type == REDIS_REPLY_INTEGER ? r->integer > 0 : bad_reply(s, "DEL", r, err);
-    free_reply(r);
+    cachy_resp_free(r);
     return rc;
 }
 
-static int error_is(const reply *r, const char *text)
+static int error_is(const cachy_resp *r, const char *text)
 {
     return r->type == REDIS_REPLY_ERROR && strstr(r->str, text) != NULL;
 }
@@ -818,7 +678,7 @@ static int redis_incr(cachy_store *s, cachy_slice key, int64_t by, int64_t *resu
     const char *argv[3];
     size_t lens[3];
     char num[24], k[80];
-    reply *r;
+    cachy_resp *r;
     int rc = 0;
     if (by < 0 && by != INT64_MIN)
         argv[0] = "DECRBY", lens[0] = 6, lens[2] = cachy_format_int(-by, num);
@@ -841,7 +701,7 @@ static int redis_incr(cachy_store *s, cachy_slice key, int64_t by, int64_t *resu
     } else {
         rc = bad_reply(s, argv[0], r, err);
     }
-    free_reply(r);
+    cachy_resp_free(r);
     return rc;
 }
 
@@ -862,12 +722,13 @@ static int match_pattern(cachy_slice prefix, cachy_buf *pat)
 }
 
 /* UNLINK the keys of one SCAN batch that really carry the prefix. */
-static int unlink_batch(cachy_store *s, cachy_slice prefix, const reply *keys, cachy_error *err)
+static int unlink_batch(cachy_store *s, cachy_slice prefix, const cachy_resp *keys,
+                        cachy_error *err)
 {
     const char **argv;
     size_t *lens, i;
     int argc = 1, rc = 0;
-    reply *r;
+    cachy_resp *r;
     if (keys->n == 0)
         return 0;
     argv = malloc((keys->n + 1) * (sizeof *argv + sizeof *lens));
@@ -878,7 +739,7 @@ static int unlink_batch(cachy_store *s, cachy_slice prefix, const reply *keys, c
     lens = (size_t *)(argv + keys->n + 1);
     argv[0] = "UNLINK", lens[0] = 6;
     for (i = 0; i < keys->n; i++) {
-        const reply *k = keys->elem[i];
+        const cachy_resp *k = keys->elem[i];
         if (k->type != REDIS_REPLY_STRING) {
             rc = bad_reply(s, "SCAN", k, err);
             break;
@@ -891,7 +752,7 @@ static int unlink_batch(cachy_store *s, cachy_slice prefix, const reply *keys, c
         if (rc == 0) {
             if (r->type != REDIS_REPLY_INTEGER)
                 rc = bad_reply(s, "UNLINK", r, err);
-            free_reply(r);
+            cachy_resp_free(r);
         }
     }
     free(argv);
@@ -911,7 +772,7 @@ static int scan_flush(cachy_store *s, cachy_slice prefix, cachy_error *err)
     do {
         const char *argv[6] = { "SCAN", cursor, "MATCH", pat.data, "COUNT", SCAN_COUNT };
         size_t lens[6] = { 4, strlen(cursor), 5, pat.len, 5, strlen(SCAN_COUNT) };
-        reply *r;
+        cachy_resp *r;
         if (call(s, 6, argv, lens, 2, SCAN_MAX_KEYS, &r, err) != 0) {
             rc = -1;
             break;
@@ -924,7 +785,7 @@ static int scan_flush(cachy_store *s, cachy_slice prefix, cachy_error *err)
             memcpy(cursor, r->elem[0]->str, r->elem[0]->len + 1);
             rc = unlink_batch(s, prefix, r->elem[1], err);
         }
-        free_reply(r);
+        cachy_resp_free(r);
     } while (rc == 0 && strcmp(cursor, "0") != 0);
     cachy_buf_free(&pat);
     return rc;
@@ -934,14 +795,14 @@ static int redis_flush(cachy_store *s, cachy_slice prefix, cachy_error *err)
 {
     const char *argv[1] = { "FLUSHDB" };
     size_t lens[1] = { 7 };
-    reply *r;
+    cachy_resp *r;
     int rc;
     if (prefix.len > 0)
         return scan_flush(s, prefix, err);
     if (call(s, 1, argv, lens, 0, 0, &r, err) != 0)
         return -1;
     rc = is_ok(r) ? 0 : bad_reply(s, "FLUSHDB", r, err);
-    free_reply(r);
+    cachy_resp_free(r);
     return rc;
 }
 
@@ -951,7 +812,7 @@ static int redis_many(cachy_store *s, const cachy_slice *keys, size_t n, cachy_b
 {
     const char **argv;
     size_t *lens, i;
-    reply *r;
+    cachy_resp *r;
     int rc = 0;
     if (n >= INT_MAX) {
         cachy_error_set(err, s, CACHY_EMISUSE, "too many keys for one request: %zu", n);
@@ -974,7 +835,7 @@ static int redis_many(cachy_store *s, const cachy_slice *keys, size_t n, cachy_b
         rc = bad_reply(s, "MGET", r, err);
     } else {
         for (i = 0; i < n && rc == 0; i++) {
-            reply *e = r->elem[i];
+            cachy_resp *e = r->elem[i];
             found[i] = e->type == REDIS_REPLY_STRING;
             if (found[i])
                 take_string(&outs[i], e);
@@ -982,7 +843,7 @@ static int redis_many(cachy_store *s, const cachy_slice *keys, size_t n, cachy_b
                 rc = bad_reply(s, "MGET", e, err);
         }
     }
-    free_reply(r);
+    cachy_resp_free(r);
     return rc;
 }
 
@@ -1009,12 +870,12 @@ static int redis_put_many(cachy_store *s, const cachy_slice *keys, const cachy_s
     if (flush_out(s, c, err) != 0)
         return -1;
     for (i = 0; i < n; i++) {
-        reply *r;
+        cachy_resp *r;
         if (read_reply(s, c, &r, err) != 0)
             return -1;
         if (rc == 0 && !is_ok(r))
             rc = bad_reply(s, "SET", r, err);
-        free_reply(r);
+        cachy_resp_free(r);
     }
     return rc;
 }

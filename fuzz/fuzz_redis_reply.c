@@ -8,8 +8,9 @@
  * for the included file: a connection is a real redisContext over one end
  * of a socketpair (so that setsockopt works), commands are swallowed, and
  * every read is served from the fuzz input. So the replies go through
- * hiredis's reader with the driver's reply constructors and limits, then
- * through each operation's reading of them, exactly as from a server.
+ * hiredis's reader with redis_proto.c's reply constructors and the limits
+ * the driver sets for each command, then through each operation's reading
+ * of them, exactly as from a server.
  *
  * Input: byte 0 picks the configuration (bit 0: a password, so AUTH runs
  * first; bit 1: db 3, so SELECT does), then a series of records:
@@ -153,7 +154,7 @@ static void fz_check(cachy_store *s, int rc, int lo, int hi, const cachy_error *
      * operation; the driver's ready() drops such a connection before its
      * next command, so they are never read as its answer. With
      * CACHY_FUZZ_STRICT_REPLIES=1 their mere presence fails (fuzz/README.md). */
-    if (fz_strict && c->ctx != NULL && c->reader->pos < c->reader->len)
+    if (fz_strict && c->ctx != NULL && cachy_resp_reader_buffered(c->reader) > 0)
         fz_fail("bytes beyond the replies are kept for the next command", NULL);
 }
 
@@ -181,7 +182,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fz_connect_fails = (cfg & 4) != 0;
 
     if (redis_open(&s, &err) != 0) {
-        fz_check(&s, -1, 0, 0, &err);   /* s.impl is NULL: nothing kept */
+        fz_check(&s, -1, 0, 0, &err);   /* s.impl is NULL */
+        free(s.kept);                   /* the breaker, as the manager frees it */
         cachy_options_free(&s.opts);
         return 0;
     }
@@ -255,6 +257,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     redis_close(&s);
 done:
+    free(s.kept);
     cachy_buf_free(&out);
     cachy_options_free(&s.opts);
     return 0;

@@ -29,7 +29,8 @@ local setmetatable, type = setmetatable, type
 
 local M = {}
 
--- store_redis.c's limits: Redis's proto-max-bulk-len, SCAN's batches.
+-- store_redis.c's limits: Redis's proto-max-bulk-len (redis_proto.h's
+-- CACHY_RESP_MAX_BULK), SCAN's batches.
 local MAX_BULK = 512 * 1024 * 1024
 local SCAN_COUNT = "1000"
 local SCAN_MAX_KEYS = 100000
