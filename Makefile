@@ -196,9 +196,10 @@ build/fuzz/fuzz_redis_reply: fuzz/fuzz_redis_reply.c csrc/store_redis.c csrc/red
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_redis_reply.c csrc/redis_proto.c csrc/util.c \
 	  csrc/hash.c -lhiredis -lxxhash -lm
 
-build/fuzz/fuzz_memcached_key: fuzz/fuzz_memcached_key.c csrc/store_memcached.c csrc/util.c csrc/hash.c $(HDRS)
+build/fuzz/fuzz_memcached_key: fuzz/fuzz_memcached_key.c csrc/store_memcached.c csrc/memcached_wire.c csrc/util.c csrc/hash.c $(HDRS)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_memcached_key.c csrc/util.c csrc/hash.c -lmemcached -lxxhash -lm
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_memcached_key.c csrc/memcached_wire.c csrc/util.c csrc/hash.c \
+	  -lmemcached -lxxhash -lm
 
 # libFuzzer's runtime comes with clang's runtime package, needed only here.
 fuzz-deps:

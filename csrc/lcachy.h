@@ -51,8 +51,8 @@ int lc_redis_command(lua_State *L);                         /* core.redis_comman
 int lc_redis_reader(lua_State *L);                          /* core.redis_reader */
 void lc_open_redis(lua_State *L);                           /* the reader's metatable */
 
-/* memcached_wire.c: memcached keys, lifetimes, binary frames, counters and
- * the ketama continuum, for transports written in Lua. */
+/* lcachy_memcached.c: memcached keys, lifetimes, binary frames, counters and
+ * the ketama continuum (memcached_wire.c), for transports written in Lua. */
 int lc_mw_key(lua_State *L);
 int lc_mw_expiry(lua_State *L);
 int lc_mw_request(lua_State *L);

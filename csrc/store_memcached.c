@@ -22,20 +22,14 @@
 
 #include <libmemcached/memcached.h>
 
+#include "memcached_wire.h"
 #include "store.h"
 
-#define MC_KEY_MAX 250              /* memcached's key length limit */
-#define MC_HEAD_MAX 64              /* readable bytes kept in front of a hashed key */
-#define MC_HASH_MARK "~h"           /* hashed form: head "~h" 32 hex digits */
-#define MC_HASHED_MAX (MC_HEAD_MAX + 2 + 32)
-#define MC_RELATIVE_MAX 2592000     /* 30 days: longer lifetimes are absolute times */
+/* Keys, lifetimes, counters, server entries and the continuum's settings
+ * are memcached_wire.c's (cachy_mc_*), shared with the cosocket transport. */
 #define MC_ATTEMPTS 3               /* tries of a single-key call (see try_again) */
 #define MC_REPAIR_TRIES 200         /* compare-and-swap rounds of repair_wrapped */
-#define MC_RETRY_SECONDS 2          /* a failed server is left out this long */
-#define MC_NO_FAILURE_LIMIT 1000000000   /* libmemcached never ejects on its own (see mc_open) */
-#define MC_DEFAULT_PORT 11211
 #define MC_NO_POS ((size_t)-1)       /* an attempt on several servers at once */
-#define MC_NEVER ((time_t)1 << 40)   /* libmemcached's retry time of an ejected server (see rebuild) */
 
 static const cachy_field memcached_fields[] = {
     { "servers", CACHY_OPT_LIST, 0 },
@@ -83,66 +77,18 @@ typedef struct mc_state {
     struct mc_out *out;              /* per server position: ejected, and what to clean (see eject) */
     size_t nout;                     /* servers ejected and not yet cleaned */
     memcached_st *ring;              /* the full continuum, never connected: each key's own server */
-    char key[MC_HASHED_MAX + 1];     /* the mapped form of a single key */
+    char key[CACHY_MC_HASHED_MAX + 1];     /* the mapped form of a single key */
 } mc_state;
 
 /* ---- keys -------------------------------------------------------------- */
-
-static int is_hex_lower(const char *p, size_t n)
-{
-    size_t i;
-    for (i = 0; i < n; i++)
-        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
-            return 0;
-    return 1;
-}
-
-/*
- * A key goes to the wire as it is when memcached's text protocol could carry
- * it too (1..250 printable, non-space ASCII bytes), so other clients see the
- * same keys. Every other key, and any key that merely looks like a hashed
- * form, is replaced by that hashed form: no two keys share a wire key, short
- * of an XXH3-128 collision.
- */
-static int key_is_plain(cachy_slice k)
-{
-    size_t i;
-    if (k.len == 0 || k.len > MC_KEY_MAX)
-        return 0;
-    for (i = 0; i < k.len; i++) {
-        unsigned char c = (unsigned char)k.ptr[i];
-        if (c <= 0x20 || c >= 0x7f)
-            return 0;
-    }
-    if (k.len >= 34 && memcmp(k.ptr + k.len - 34, MC_HASH_MARK, 2) == 0 &&
-        is_hex_lower(k.ptr + k.len - 32, 32))
-        return 0;
-    return 1;
-}
-
-/* Writes the hashed form of k into out (MC_HASHED_MAX + 1 bytes); returns its length. */
-static size_t key_hashed(cachy_slice k, char *out)
-{
-    size_t head = 0;
-    while (head < k.len && head < MC_HEAD_MAX) {
-        unsigned char c = (unsigned char)k.ptr[head];
-        if (c <= 0x20 || c >= 0x7f)
-            break;
-        head++;
-    }
-    memcpy(out, k.ptr, head);
-    memcpy(out + head, MC_HASH_MARK, 2);
-    cachy_hash128_hex(k.ptr, k.len, out + head + 2);
-    return head + 2 + 32;
-}
 
 /* The wire form of one key, in st->key when it has to be hashed. */
 static cachy_slice wire_key(mc_state *st, cachy_slice k)
 {
     cachy_slice w;
-    if (key_is_plain(k))
+    if (cachy_mc_key_is_plain(k.ptr, k.len))
         return k;
-    w.len = key_hashed(k, st->key);
+    w.len = cachy_mc_key_hashed(k.ptr, k.len, st->key);
     w.ptr = st->key;
     return w;
 }
@@ -155,79 +101,6 @@ static void key_for_message(const cachy_store *s, cachy_slice k, char *out, size
         k.len -= s->prefix_len;
     }
     cachy_quote_key(k, out, outsz);
-}
-
-/* ---- lifetimes and integers -------------------------------------------- */
-
-/* Whole seconds rounded up; memcached reads anything past 30 days as a Unix time. */
-static time_t expiry_of(int64_t ttl_ms)
-{
-    int64_t secs, at;
-    if (ttl_ms <= 0)
-        return 0;
-    if (ttl_ms > (int64_t)UINT32_MAX * 1000)
-        return (time_t)UINT32_MAX;
-    secs = ttl_ms / 1000 + (ttl_ms % 1000 != 0);
-    if (secs <= MC_RELATIVE_MAX)
-        return (time_t)secs;
-    at = (cachy_now_ms() + ttl_ms + 999) / 1000;
-    return (time_t)(at > (int64_t)UINT32_MAX ? (int64_t)UINT32_MAX : at);
-}
-
-/*
- * memcached's decr rewrites a shorter number in place, padding it with
- * spaces ("10" decremented becomes "9 "). Such a value is still the integer;
- * the padding is dropped so that it reads as one.
- */
-static size_t unpadded_len(const char *p, size_t n)
-{
-    size_t end = n, i = 0;
-    while (end > 0 && p[end - 1] == ' ')
-        end--;
-    if (end == n || end == 0)
-        return n;
-    if (p[0] == '-')
-        i = 1;
-    if (i == end)
-        return n;
-    for (; i < end; i++)
-        if (p[i] < '0' || p[i] > '9')
-            return n;
-    return end;
-}
-
-/*
- * Reads a counter. Besides the decimal int64 text this library writes,
- * accepts an unsigned decimal above INT64_MAX: memcached's incr adds modulo
- * 2^64, so a decrement that raced below zero leaves the two's complement
- * there for a moment (see mc_incr_once). 1 int, 0 not an integer.
- */
-static int parse_counter(const char *p, size_t n, int64_t *v, int *wrapped)
-{
-    cachy_slice sl;
-    uint64_t u = 0;
-    size_t i;
-    sl.ptr = p;
-    sl.len = unpadded_len(p, n);
-    *wrapped = 0;
-    if (cachy_parse_int(sl, v))
-        return 1;
-    if (sl.len == 0 || sl.len > 20 || (sl.len > 1 && p[0] == '0'))
-        return 0;
-    for (i = 0; i < sl.len; i++) {
-        unsigned d;
-        if (p[i] < '0' || p[i] > '9')
-            return 0;
-        d = (unsigned)(p[i] - '0');
-        if (u > (UINT64_MAX - d) / 10)
-            return 0;
-        u = u * 10 + d;
-    }
-    if (u <= (uint64_t)INT64_MAX)
-        return 0;
-    *v = (int64_t)u;     /* two's complement: implementation-defined, and what gcc/clang do */
-    *wrapped = 1;
-    return 1;
 }
 
 /* ---- errors ------------------------------------------------------------ */
@@ -257,14 +130,6 @@ static int is_server_failure(memcached_return_t rc)
     default:
         return 0;
     }
-}
-
-static void lower_copy(char *out, size_t outsz, const char *in)
-{
-    size_t i;
-    for (i = 0; in[i] && i + 1 < outsz; i++)
-        out[i] = (in[i] >= 'A' && in[i] <= 'Z') ? (char)(in[i] - 'A' + 'a') : in[i];
-    out[i] = '\0';
 }
 
 /* "1.0", "0.25": seconds as the configuration would write them. */
@@ -336,11 +201,11 @@ static int mc_fail(cachy_store *s, mc_state *st, memcached_return_t rc, size_t v
         cachy_errcode code = is_server_failure(rc) ? CACHY_ECONN : CACHY_EBACKEND;
         if (rc == MEMCACHED_ERRNO || rc == MEMCACHED_CONNECTION_FAILURE) {
             int e = memcached_last_error_errno(st->mc);
-            lower_copy(cause, sizeof cause, e ? strerror(e) : memcached_strerror(st->mc, rc));
+            cachy_mc_lower(cause, sizeof cause, e ? strerror(e) : memcached_strerror(st->mc, rc));
             if (e == ECONNREFUSED || e == ENOENT)     /* nothing listens there: "refused" */
                 code = CACHY_EREFUSED;
         } else {
-            lower_copy(cause, sizeof cause, memcached_strerror(st->mc, rc));
+            cachy_mc_lower(cause, sizeof cause, memcached_strerror(st->mc, rc));
         }
         cachy_error_set(err, s, code, "%s%s", cause, where);
     }
@@ -351,7 +216,7 @@ static int mc_fail(cachy_store *s, mc_state *st, memcached_return_t rc, size_t v
 
 /*
  * With several servers, a server that fails a call is ejected for
- * MC_RETRY_SECONDS: libmemcached rebuilds the ketama continuum without it,
+ * CACHY_MC_RETRY_SECONDS: libmemcached rebuilds the ketama continuum without it,
  * so its keys go to the next server meanwhile, and rejoins it afterwards
  * (REMOVE_FAILED_SERVERS honours each server's next retry time). The call
  * then runs once more on the key's new owner, so a lost server costs one
@@ -384,14 +249,14 @@ static const memcached_instance_st *server_at(mc_state *st, size_t pos)
  * server other than the key's own one in the full continuum (st->ring) is
  * remembered with that key's own server. Before an ejected server serves
  * again, its remembered keys are deleted there; only if that works does it
- * rejoin (otherwise it stays out another MC_RETRY_SECONDS); then the same
+ * rejoin (otherwise it stays out another CACHY_MC_RETRY_SECONDS); then the same
  * keys are deleted on the servers they went to. More than MC_LOG_MAX keys:
  * the server is emptied with flush_all instead, and so is every other
  * server (where its keys went); a cache may lose entries, never serve
  * outdated ones. A server that fails such a delete is ejected and emptied
  * before it serves again. The continuum is rebuilt only here, from this
  * list of ejected servers, so no server is left out that is not on it; an
- * ejected server's libmemcached retry time is set beyond reach (MC_NEVER),
+ * ejected server's libmemcached retry time is set beyond reach (CACHY_MC_NEVER),
  * so libmemcached never lets it back by itself, uncleaned, in the middle of
  * a call (it would after its retry time otherwise: a round of a batch can
  * outlast rejoin_due's check by more than the second that separated them).
@@ -410,12 +275,14 @@ static const memcached_instance_st *server_at(mc_state *st, size_t pos)
  * the value of that write, current then, outdated if the key was written
  * or deleted again during the outage.
  */
+static int ejected(const void *ctx, size_t pos)
+{
+    return ((const mc_state *)ctx)->out[pos].out;
+}
+
 static void rebuild(mc_state *st)
 {
-    size_t i;
-    for (i = 0; i < st->nservers; i++)
-        memcached_instance_next_retry(server_at(st, i), st->out[i].out ? MC_NEVER : 0);
-    memcached_behavior_set_distribution(st->mc, MEMCACHED_DISTRIBUTION_CONSISTENT_WEIGHTED);
+    cachy_mc_rebuild(st->mc, st->nservers, ejected, st);
 }
 
 static void mark_out(mc_state *st, size_t pos)
@@ -425,7 +292,7 @@ static void mark_out(mc_state *st, size_t pos)
         o->out = 1;
         st->nout++;
     }
-    o->retry_at = time(NULL) + MC_RETRY_SECONDS;
+    o->retry_at = time(NULL) + CACHY_MC_RETRY_SECONDS;
 }
 
 static void forget_log(mc_out *o)
@@ -446,29 +313,6 @@ static void eject(mc_state *st, const memcached_instance_st *inst)
             mark_out(st, pos);
     drop_connections(st);
     rebuild(st);
-}
-
-/*
- * st->ring must place every key where st->mc places it with all servers in.
- * memcached_clone does not carry KETAMA_WEIGHTED over when every weight is
- * 1 (libmemcached turns it on by itself only for a weight above 1), and
- * the unweighted continuum puts about half the keys elsewhere: their
- * writes during an outage were then not remembered with their own server,
- * whose old copies came back when it rejoined. So the clone is set to the
- * same distribution, and open checks that both agree on a sample of keys.
- */
-static int ring_matches(mc_state *st)
-{
-    char k[32];
-    unsigned i;
-    if (memcached_behavior_set(st->ring, MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1) != MEMCACHED_SUCCESS)
-        return 0;
-    for (i = 0; i < 4096; i++) {
-        int n = snprintf(k, sizeof k, "cachy-ring-check-%u", i);
-        if (memcached_generate_hash(st->ring, k, (size_t)n) != memcached_generate_hash(st->mc, k, (size_t)n))
-            return 0;
-    }
-    return 1;
 }
 
 /* Remembers that the write of wk went to the server at landed (see above). */
@@ -713,106 +557,18 @@ static int try_again(mc_state *st, mc_try *t, memcached_return_t rc,
 
 /* ---- open / close ------------------------------------------------------ */
 
-static int parse_u32(const char *p, size_t n, uint32_t lo, uint32_t hi, uint32_t *out)
-{
-    uint64_t v = 0;
-    size_t i;
-    if (n == 0 || n > 10)
-        return 0;
-    for (i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return 0;
-        v = v * 10 + (uint64_t)(p[i] - '0');
-    }
-    if (v < lo || v > hi)
-        return 0;
-    *out = (uint32_t)v;
-    return 1;
-}
-
-/*
- * One `servers` entry: "host:port", "host:port weight", "[v6addr]:port",
- * "host" (port 11211) or "/path/to/socket" (optionally with a weight).
- * Adds it and appends its address to addr. 0 ok, -1 with err set.
- */
+/* One `servers` entry (memcached_wire.c reads it), counted. 0 ok, -1 with err set. */
 static int add_server(cachy_store *s, mc_state *st, const char *entry, cachy_buf *addr,
                       cachy_error *err)
 {
-    char host[256];
-    const char *end, *sp, *colon;
-    uint32_t weight = 1, port = MC_DEFAULT_PORT;
-    size_t hlen;
-    memcached_return_t rc;
-
-    while (*entry == ' ' || *entry == '\t')
-        entry++;
-    end = entry + strlen(entry);
-    while (end > entry && (end[-1] == ' ' || end[-1] == '\t'))
-        end--;
-    sp = memchr(entry, ' ', (size_t)(end - entry));
-    if (sp == NULL)
-        sp = memchr(entry, '\t', (size_t)(end - entry));
-    if (sp != NULL) {
-        const char *w = sp;
-        while (*w == ' ' || *w == '\t')
-            w++;
-        if (!parse_u32(w, (size_t)(end - w), 1, 1000000, &weight))
-            goto bad;
-        end = sp;
-    }
-    if (end == entry)
-        goto bad;
-    if (entry[0] == '/') {
-        hlen = (size_t)(end - entry);
-        if (hlen >= sizeof host)
-            goto bad;
-        memcpy(host, entry, hlen);
-        host[hlen] = '\0';
-        rc = memcached_server_add_unix_socket_with_weight(st->mc, host, weight);
-    } else {
-        if (entry[0] == '[') {
-            const char *close = memchr(entry, ']', (size_t)(end - entry));
-            if (close == NULL || close == entry + 1)
-                goto bad;
-            hlen = (size_t)(close - entry - 1);
-            if (hlen >= sizeof host)
-                goto bad;
-            memcpy(host, entry + 1, hlen);
-            if (close + 1 != end) {
-                if (close[1] != ':' || !parse_u32(close + 2, (size_t)(end - close - 2), 1, 65535, &port))
-                    goto bad;
-            }
-        } else {
-            colon = memchr(entry, ':', (size_t)(end - entry));
-            if (colon != NULL && memchr(colon + 1, ':', (size_t)(end - colon - 1)) != NULL)
-                goto bad;           /* a bare IPv6 address: write it as [addr]:port */
-            if (colon != NULL && !parse_u32(colon + 1, (size_t)(end - colon - 1), 1, 65535, &port))
-                goto bad;
-            hlen = (size_t)((colon ? colon : end) - entry);
-            if (hlen == 0 || hlen >= sizeof host)
-                goto bad;
-            memcpy(host, entry, hlen);
-        }
-        host[hlen] = '\0';
-        rc = memcached_server_add_with_weight(st->mc, host, (in_port_t)port, weight);
-    }
-    if (rc != MEMCACHED_SUCCESS) {
-        cachy_error_set(err, s, CACHY_EMISUSE, "cannot use server '%s': %s", entry,
-                        memcached_strerror(st->mc, rc));
-        return -1;
-    }
-    if ((addr->len && cachy_buf_append(addr, ",", 1) != 0) ||
-        cachy_buf_append(addr, entry, (size_t)(end - entry)) != 0) {
-        cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
+    char msg[CACHY_ERRMSG_MAX];
+    cachy_errcode code = cachy_mc_add_server(st->mc, entry, addr, msg, sizeof msg);
+    if (code != CACHY_OK) {
+        cachy_error_set(err, s, code, "%s", msg);
         return -1;
     }
     st->nservers++;
     return 0;
-bad:
-    cachy_error_set(err, s, CACHY_EMISUSE,
-                    "invalid server '%s' in servers (expected \"host:port\", "
-                    "\"host:port weight\" or a Unix socket path)", entry);
-    return -1;
 }
 
 /* A timeout in seconds, 1.0 by default; libmemcached takes milliseconds as int32. */
@@ -932,18 +688,6 @@ static void mc_disown(cachy_store *s)
     release(s, st != NULL && st->mc != NULL && detach_connections(st) == 0);
 }
 
-static void set_address(cachy_store *s, const cachy_buf *addr)
-{
-    size_t n = addr->len, cap = sizeof s->address - 1;
-    if (n <= cap) {
-        memcpy(s->address, addr->data, n);
-        s->address[n] = '\0';
-        return;
-    }
-    memcpy(s->address, addr->data, cap - 3);
-    memcpy(s->address + cap - 3, "...", 4);
-}
-
 static int mc_open(cachy_store *s, cachy_error *err)
 {
     static const char *const default_servers[] = { "127.0.0.1:11211" };
@@ -953,6 +697,7 @@ static int mc_open(cachy_store *s, cachy_error *err)
     cachy_buf addr = { 0 };
     mc_state *st;
     int32_t connect_ms, io_ms;
+    int mismatch;
 
     if (opt != NULL && opt->type == CACHY_OPT_LIST) {
         list = (const char *const *)opt->list;
@@ -993,25 +738,23 @@ static int mc_open(cachy_store *s, cachy_error *err)
 
     connect_ms = (int32_t)ceil(st->connect_timeout * 1000);
     io_ms = (int32_t)ceil(st->timeout * 1000);
-    /* Non-blocking sockets, so that every wait is a poll bounded by the
-     * timeouts below; libmemcached's defaults would otherwise apply.
-     * REMOVE_FAILED_SERVERS makes the ketama continuum leave out a server
-     * until it is let back (see rebuild), and RETRY_TIMEOUT is how long libmemcached
-     * itself stops connecting to a server that refused. Its own ejection,
-     * after SERVER_FAILURE_LIMIT failed connects, is set out of reach: it
-     * would eject a server that comes back once more before trying it, and
-     * eject() below already takes a server out after any failure. */
-    if (memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, 1) != MEMCACHED_SUCCESS ||
+    /* Binary protocol and weighted ketama; REMOVE_FAILED_SERVERS makes the
+     * continuum leave out a server until it is let back (see rebuild), and
+     * RETRY_TIMEOUT is how long libmemcached itself stops connecting to a
+     * server that refused. Its own ejection, after SERVER_FAILURE_LIMIT
+     * failed connects, is set out of reach: it would eject a server that
+     * comes back once more before trying it, and eject() below already
+     * takes a server out after any failure (cachy_mc_distribution, the
+     * cosocket transport's too). Non-blocking sockets, so that every wait
+     * is a poll bounded by the timeouts; libmemcached's defaults would
+     * otherwise apply. */
+    if (cachy_mc_distribution(st->mc) != MEMCACHED_SUCCESS ||
         memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_NO_BLOCK, 1) != MEMCACHED_SUCCESS ||
         memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_TCP_NODELAY, 1) != MEMCACHED_SUCCESS ||
-        memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1) != MEMCACHED_SUCCESS ||
         memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, (uint64_t)connect_ms) != MEMCACHED_SUCCESS ||
         memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, (uint64_t)io_ms) != MEMCACHED_SUCCESS ||
         memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_SND_TIMEOUT, (uint64_t)io_ms * 1000) != MEMCACHED_SUCCESS ||
-        memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_RCV_TIMEOUT, (uint64_t)io_ms * 1000) != MEMCACHED_SUCCESS ||
-        memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_REMOVE_FAILED_SERVERS, 1) != MEMCACHED_SUCCESS ||
-        memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, MC_RETRY_SECONDS) != MEMCACHED_SUCCESS ||
-        memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_SERVER_FAILURE_LIMIT, MC_NO_FAILURE_LIMIT) != MEMCACHED_SUCCESS) {
+        memcached_behavior_set(st->mc, MEMCACHED_BEHAVIOR_RCV_TIMEOUT, (uint64_t)io_ms * 1000) != MEMCACHED_SUCCESS) {
         cachy_error_set(err, s, CACHY_EBACKEND, "cannot configure libmemcached: %s",
                         memcached_last_error_message(st->mc));
         goto fail;
@@ -1021,18 +764,21 @@ static int mc_open(cachy_store *s, cachy_error *err)
             goto fail;
     st->live = calloc(st->nservers, 1);
     st->out = calloc(st->nservers, sizeof *st->out);
+    mismatch = 0;
+    /* st->ring must place every key where st->mc places it with all servers
+     * in: cachy_mc_full_ring sets the copy's distribution and checks it. */
     if (st->nservers > 1)
-        st->ring = memcached_clone(NULL, st->mc);
-    if (st->live == NULL || st->out == NULL || (st->nservers > 1 && st->ring == NULL)) {
+        st->ring = cachy_mc_full_ring(st->mc, &mismatch);
+    if (st->live == NULL || st->out == NULL || (st->nservers > 1 && st->ring == NULL && !mismatch)) {
         cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
         goto fail;
     }
-    if (st->ring && !ring_matches(st)) {
+    if (mismatch) {
         cachy_error_set(err, s, CACHY_EBACKEND,
                         "libmemcached's copy of the server continuum does not match it");
         goto fail;
     }
-    set_address(s, &addr);
+    cachy_mc_address(&addr, s->address, sizeof s->address);
     cachy_buf_free(&addr);
     return 0;
 fail:
@@ -1079,7 +825,7 @@ static int gets_one(mc_state *st, cachy_slice wk, memcached_return_t *rcp)
 
 static int copy_value(cachy_store *s, cachy_buf *out, const char *p, size_t n, cachy_error *err)
 {
-    if (cachy_buf_set(out, p, unpadded_len(p, n)) != 0) {
+    if (cachy_buf_set(out, p, cachy_mc_unpadded_len(p, n)) != 0) {
         cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
         return -1;
     }
@@ -1132,21 +878,21 @@ static int wire_keys(cachy_store *s, const cachy_slice *keys, size_t n, cachy_sl
     size_t i, hashed = 0;
     char *p;
     for (i = 0; i < n; i++)
-        if (!key_is_plain(keys[i]))
+        if (!cachy_mc_key_is_plain(keys[i].ptr, keys[i].len))
             hashed++;
-    *block = malloc(hashed * (MC_HASHED_MAX + 1) + 1);
+    *block = malloc(hashed * (CACHY_MC_HASHED_MAX + 1) + 1);
     if (*block == NULL) {
         cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
         return -1;
     }
     p = *block;
     for (i = 0; i < n; i++) {
-        if (key_is_plain(keys[i])) {
+        if (cachy_mc_key_is_plain(keys[i].ptr, keys[i].len)) {
             wk[i] = keys[i];
         } else {
-            wk[i].len = key_hashed(keys[i], p);
+            wk[i].len = cachy_mc_key_hashed(keys[i].ptr, keys[i].len, p);
             wk[i].ptr = p;
-            p += MC_HASHED_MAX + 1;
+            p += CACHY_MC_HASHED_MAX + 1;
         }
     }
     return 0;
@@ -1430,7 +1176,7 @@ static int mc_put(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_
     mc_state *st = s->impl;
     const memcached_instance_st *owner;
     memcached_return_t rc = write_one(st, memcached_set, set_answered, wire_key(st, key), val,
-                                      expiry_of(ttl_ms), &owner);
+                                      (time_t)cachy_mc_expiry(ttl_ms), &owner);
     return rc == MEMCACHED_SUCCESS ? 0 : mc_fail(s, st, rc, val.len, owner, err);
 }
 
@@ -1440,7 +1186,7 @@ static int mc_add(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_
     mc_state *st = s->impl;
     const memcached_instance_st *owner;
     memcached_return_t rc = write_one(st, memcached_add, add_answered, wire_key(st, key), val,
-                                      expiry_of(ttl_ms), &owner);
+                                      (time_t)cachy_mc_expiry(ttl_ms), &owner);
     if (rc == MEMCACHED_SUCCESS)
         return 1;
     if (rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS)
@@ -1558,7 +1304,7 @@ static int mc_put_many(cachy_store *s, const cachy_slice *keys, const cachy_slic
     }
     c.wk = wk;
     c.vals = vals;
-    c.exp = expiry_of(ttl_ms);
+    c.exp = (time_t)cachy_mc_expiry(ttl_ms);
     ret = each_owner(s, st, wk, pending, n, put_on_server, &c, 1, err);
 done:
     free(block);
@@ -1625,8 +1371,8 @@ static memcached_return_t repair_wrapped(mc_state *st, cachy_slice wk)
         int r = gets_one(st, wk, &rc);
         if (r < 0)
             return rc;
-        if (r == 0 || !parse_counter(memcached_result_value(&st->result),
-                                     memcached_result_length(&st->result), &v, &wrapped) ||
+        if (r == 0 || !cachy_mc_parse_counter(memcached_result_value(&st->result),
+                                              memcached_result_length(&st->result), &v, &wrapped) ||
             !wrapped)
             return MEMCACHED_SUCCESS;
         tlen = cachy_format_int(v, text);
@@ -1675,7 +1421,7 @@ static int mc_incr_once(cachy_store *s, mc_state *st, cachy_slice key, cachy_sli
     for (tries = 0;; tries++) {
         memcached_return_t rc = MEMCACHED_SUCCESS;
         int64_t v, r;
-        int wrapped;
+        cachy_mc_plan plan;
         char text[24];
         size_t tlen;
         int hit;
@@ -1703,12 +1449,14 @@ static int mc_incr_once(cachy_store *s, mc_state *st, cachy_slice key, cachy_sli
             *rcp = rc;
             return -1;
         }
-        if (!parse_counter(memcached_result_value(&st->result),
-                           memcached_result_length(&st->result), &v, &wrapped)) {
+        /* memcached_wire.c's choice, the cosocket transport's too */
+        plan = cachy_mc_incr_plan(memcached_result_value(&st->result),
+                                  memcached_result_length(&st->result), by, &v, &r);
+        if (plan == CACHY_MC_NOT_INTEGER) {
             fail_not_int(s, key, err);
             return -2;
         }
-        if (wrapped) {
+        if (plan == CACHY_MC_WRAPPED) {
             /* Unsigned text above INT64_MAX: the two's complement another
              * writer's decrement leaves for a moment (it rewrites it signed
              * at once, see repair_wrapped), or a number another client
@@ -1739,15 +1487,15 @@ static int mc_incr_once(cachy_store *s, mc_state *st, cachy_slice key, cachy_sli
             tries = -1;
             continue;
         }
-        if (cachy_checked_add(v, by, &r) != 0) {
+        if (plan == CACHY_MC_OVERFLOW) {
             fail_range(s, key, err);
             return -2;
         }
-        if (by == 0) {
+        if (plan == CACHY_MC_SAME) {
             *result = v;
             return 0;
         }
-        if (v >= 0 && r >= 0) {
+        if (plan == CACHY_MC_INCR) {
             uint64_t after = 0;
             rc = memcached_increment_by_key(st->mc, wk.ptr, wk.len, wk.ptr, wk.len, (uint64_t)by,
                                             &after);
@@ -1767,8 +1515,8 @@ static int mc_incr_once(cachy_store *s, mc_state *st, cachy_slice key, cachy_sli
                 /* The counter just before the incr, read back from the sum
                  * modulo 2^64: another client may have changed it since the
                  * read above, even to a two's complement left for a moment. */
-                int64_t before = (int64_t)(after - (uint64_t)by), sum;
-                if (cachy_checked_add(before, by, &sum) != 0) {
+                int64_t sum;
+                if (cachy_mc_incr_sum(after, by, &sum) != 0) {
                     uint64_t undone;
                     if (memcached_increment_by_key(st->mc, wk.ptr, wk.len, wk.ptr, wk.len,
                                                    (uint64_t)0 - (uint64_t)by, &undone) != MEMCACHED_SUCCESS)

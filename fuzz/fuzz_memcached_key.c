@@ -1,7 +1,7 @@
 /*
  * fuzz_memcached_key.c: libFuzzer harness for what the memcached driver
  * (csrc/store_memcached.c, included here so that its static functions are
- * reachable) computes from bytes without a server: the mapping of keys to
+ * reachable, and the memcached_wire.c it calls) computes from bytes without a server: the mapping of keys to
  * memcached's wire keys, the reading of counters, and lifetimes.
  *
  * Byte 0 picks the part; the rest is its input.
@@ -15,11 +15,11 @@
  *         positions (reply_position), a reply out of order to a position
  *         that asked for its key, a key nobody asked for to none; a key in
  *         a message stays bounded.
- *   128-191 counters: the rest is a stored value. parse_counter must accept
+ *   128-191 counters: the rest is a stored value. cachy_mc_parse_counter must accept
  *         exactly the canonical decimal int64 texts (after memcached's
  *         space padding) and the unsigned ones above INT64_MAX (as their
  *         two's complement), and give their value.
- *   192-255 lifetimes: 8 bytes of milliseconds. expiry_of must give 0 for
+ *   192-255 lifetimes: 8 bytes of milliseconds. cachy_mc_expiry must give 0 for
  *         none, whole seconds rounded up within 30 days, a Unix time past
  *         it, and never more than 2^32 - 1.
  */
@@ -41,7 +41,7 @@ static void fz_fail(const char *what)
 static int fz_wire_ok(cachy_slice w)
 {
     size_t i;
-    if (w.len == 0 || w.len > MC_KEY_MAX)
+    if (w.len == 0 || w.len > CACHY_MC_KEY_MAX)
         return 0;
     for (i = 0; i < w.len; i++)
         if ((unsigned char)w.ptr[i] <= 0x20 || (unsigned char)w.ptr[i] >= 0x7f)
@@ -72,7 +72,7 @@ static int fz_plain(cachy_slice k)
 static void fz_keys(const uint8_t *p, size_t n)
 {
     cachy_slice keys[FZ_MAX_KEYS], wk[FZ_MAX_KEYS], single[FZ_MAX_KEYS];
-    char copies[FZ_MAX_KEYS][MC_KEY_MAX + 1], shown[96];
+    char copies[FZ_MAX_KEYS][CACHY_MC_KEY_MAX + 1], shown[96];
     const char *kp[FZ_MAX_KEYS];
     size_t kl[FZ_MAX_KEYS], next = 0;
     mc_state st;
@@ -190,7 +190,7 @@ static void fz_counter(const uint8_t *p, size_t n)
         }
     }
 
-    rc = parse_counter(t, n, &v, &wrapped);
+    rc = cachy_mc_parse_counter(t, n, &v, &wrapped);
     if (rc != want)
         fz_fail(rc ? "a counter read from text that is not one" : "a counter not read");
     if (!rc)
@@ -211,13 +211,13 @@ static void fz_expiry(const uint8_t *p, size_t n)
 {
     int64_t ms = 0, secs, now;
     uint64_t u = 0;
-    time_t at;
+    int64_t at;
     size_t i;
     for (i = 0; i < 8 && i < n; i++)
         u = u << 8 | p[i];
     ms = (int64_t)u;
     now = cachy_now_ms();
-    at = expiry_of(ms);
+    at = cachy_mc_expiry(ms);
     if (ms <= 0) {
         if (at != 0)
             fz_fail("no lifetime gave an expiry");
@@ -226,10 +226,10 @@ static void fz_expiry(const uint8_t *p, size_t n)
     if (at <= 0 || (uint64_t)at > UINT32_MAX)
         fz_fail("an expiry memcached cannot take");
     secs = ms / 1000 + (ms % 1000 != 0);
-    if (secs <= MC_RELATIVE_MAX) {
+    if (secs <= CACHY_MC_RELATIVE_MAX) {
         if (at != secs)
             fz_fail("a lifetime within 30 days not in whole seconds rounded up");
-    } else if (at != (time_t)UINT32_MAX && (at <= MC_RELATIVE_MAX || at * 1000 < now + ms)) {
+    } else if (at != (int64_t)UINT32_MAX && (at <= CACHY_MC_RELATIVE_MAX || at * 1000 < now + ms)) {
         fz_fail("a lifetime past 30 days not an absolute time at or after its end");
     }
 }

@@ -50,6 +50,7 @@ build = {
         "csrc/hash.c", "csrc/store_memory.c", "csrc/store_null.c",
         "csrc/store_file.c", "csrc/store_redis.c", "csrc/store_memcached.c",
         "csrc/redis_proto.c", "csrc/lcachy_redis.c", "csrc/memcached_wire.c",
+        "csrc/lcachy_memcached.c",
       },
       defines = { "_GNU_SOURCE" },
       incdirs = { "$(HIREDIS_INCDIR)", "$(HIREDIS_INCDIR)/hiredis", "$(LIBMEMCACHED_INCDIR)",
