@@ -164,4 +164,21 @@ describe("redis protocol", function()
       assert.has_error(function() core.redis_reader(1, -1) end)
     end)
   end)
+
+  describe("redis_reply_of", function()
+    it("gives the reply when the bytes are exactly one whole reply, else nothing", function()
+      assert.are.equal("abc", core.redis_reply_of("$3\r\nabc\r\n"))
+      assert.are.equal(5, core.redis_reply_of(":5\r\n"))
+      assert.are.same({ ok = "OK" }, core.redis_reply_of("+OK\r\n"))
+      assert.are.same({ err = "ERR no" }, core.redis_reply_of("-ERR no\r\n"))
+      assert.are.equal(false, core.redis_reply_of("$-1\r\n"))
+      assert.are.same({ "a", false }, core.redis_reply_of("*2\r\n$1\r\na\r\n$-1\r\n", 1, 10))
+      assert.are.equal(0, select("#", core.redis_reply_of("$3\r\nab")))          -- not whole
+      assert.are.equal(0, select("#", core.redis_reply_of(":1\r\n:2\r\n")))    -- two replies
+      assert.are.equal(0, select("#", core.redis_reply_of("*1\r\n:1\r\n")))    -- an array where none is allowed
+      assert.are.equal(0, select("#", core.redis_reply_of("?garbage\r\n")))     -- a protocol error
+      -- what a call left behind never reaches the next one
+      assert.are.equal("xy", core.redis_reply_of("$2\r\nxy\r\n"))
+    end)
+  end)
 end)

@@ -24,6 +24,7 @@ local core = require("cachy.core")
 local ngx = ngx
 local tcp, get_phase, now, update_time = ngx.socket.tcp, ngx.get_phase, ngx.now, ngx.update_time
 local redis_command, redis_reader, quote_key = core.redis_command, core.redis_reader, core.quote_key
+local reply_of = core.redis_reply_of
 local format, byte, floor, concat = string.format, string.byte, math.floor, table.concat
 local setmetatable, type = setmetatable, type
 
@@ -171,9 +172,10 @@ local function io_fail(self, sock, err)
 end
 
 -- Reads `count` replies (1: the reply itself, else a list) through
--- reader, within one deadline of `timeout`.
-local function read_replies(self, sock, reader, count)
-  local out, got, reads, deadline = nil, 0, 0, now() + self.timeout
+-- reader, within one deadline of `timeout` (reads: how many reads of this
+-- round trip were made already, their bytes fed to reader).
+local function read_replies(self, sock, reader, count, deadline, reads)
+  local out, got = nil, 0
   if count > 1 then out = {} end
   while true do
     local v, rerr, code = reader:reply()
@@ -209,12 +211,24 @@ end
 
 -- Sends bytes, then reads `count` replies with the reader's limits; the
 -- reader's buffer is freed at once (a reply may have been large).
+-- One reply that one read brings whole (the common case) is parsed
+-- without a reader of its own (core.redis_reply_of).
 local function round_trip(self, sock, bytes, count, depth, elems)
+  local deadline = now() + self.timeout
   local ok, err = sock:send(bytes)
   if not ok then return io_fail(self, sock, err) end
+  local first
+  if count == 1 then
+    local rerr
+    first, rerr = sock:receiveany(READ_CHUNK)
+    if not first then return io_fail(self, sock, rerr) end
+    local v = reply_of(first, depth, elems)
+    if v ~= nil then return v end
+  end
   local reader = redis_reader(depth, elems, MAX_BULK)
+  if first then reader:feed(first) end
   local v, code
-  v, err, code = read_replies(self, sock, reader, count)
+  v, err, code = read_replies(self, sock, reader, count, deadline, first and 1 or 0)
   reader:close()
   return v, err, code
 end
