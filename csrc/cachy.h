@@ -179,6 +179,8 @@ void cachy_quote_key(cachy_slice key, char *out, size_t outlen);
 /* Top-level integers are stored as decimal text so backends' INCR works. */
 int cachy_parse_int(cachy_slice s, int64_t *out);         /* 1 if s is exactly a decimal int64 */
 size_t cachy_format_int(int64_t v, char buf[24]);         /* returns length */
+/* Seconds as a configuration writes them, for messages: "1.0", "0.25". */
+const char *cachy_format_seconds(double v, char buf[32]);
 /* *out = a + b; 0 ok, -1 on int64 overflow */
 int cachy_checked_add(int64_t a, int64_t b, int64_t *out);
 

@@ -237,6 +237,17 @@ static const luaL_Reg core_functions[] = {
 LUALIB_API int luaopen_cachy_core(lua_State *L)
     __attribute__((visibility("default")));
 
+void lc_new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc)
+{
+    luaL_newmetatable(L, name);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+}
+
 LUALIB_API int luaopen_cachy_core(lua_State *L)
 {
     lua_settop(L, 0);                           /* require passes the name and path */

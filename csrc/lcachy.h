@@ -35,6 +35,8 @@ int lc_fail(lua_State *L, const cachy_error *err);          /* nil, msg, code: 3
 void lc_key_message(cachy_error *err, const cachy_store *s, const char *shown_fmt,
                     cachy_slice shown);
 void lc_open_store(lua_State *L);                           /* core.open, the metatable */
+/* Registers the metatable `name`: methods as __index, gc as __gc. */
+void lc_new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc);
 cachy_slice *lc_many_block(lua_State *L, size_t n, cachy_buf **outs, int **found);
 
 /* lcachy_ttl.c: TTL forms. */

@@ -405,11 +405,5 @@ static const luaL_Reg ring_methods[] = {
 /* The ring's metatable (the functions are in lcachy.c's core_functions). */
 void lc_open_memcached_wire(lua_State *L)
 {
-    luaL_newmetatable(L, RING_MT);
-    lua_pushcfunction(L, ring_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_newtable(L);
-    luaL_setfuncs(L, ring_methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    lc_new_class(L, RING_MT, ring_methods, ring_gc);
 }

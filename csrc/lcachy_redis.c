@@ -134,6 +134,17 @@ static void push_reply(lua_State *L, const cachy_resp *r)
     }
 }
 
+/* Pushes reply r and frees it; u holds it meanwhile, so that a raise while
+ * converting it (a reply nested too deeply) does not leak it. */
+static int push_owned(lua_State *L, lc_reader *u, cachy_resp *r)
+{
+    u->pending = r;
+    push_reply(L, r);
+    u->pending = NULL;
+    cachy_resp_free(r);
+    return 1;
+}
+
 static int reader_reply(lua_State *L)
 {
     lc_reader *u = check_reader(L);
@@ -149,11 +160,7 @@ static int reader_reply(lua_State *L)
     }
     if (rc == 0)
         return 0;
-    u->pending = r;
-    push_reply(L, r);
-    u->pending = NULL;
-    cachy_resp_free(r);
-    return 1;
+    return push_owned(L, u, r);
 }
 
 /* r:buffered(): bytes fed and not yet part of a complete reply. */
@@ -204,11 +211,7 @@ static int redis_reply_of(lua_State *L)
         u->r = NULL;
         return 0;
     }
-    u->pending = r;
-    push_reply(L, r);
-    u->pending = NULL;
-    cachy_resp_free(r);
-    return 1;
+    return push_owned(L, u, r);
 }
 
 static const luaL_Reg reader_methods[] = {
@@ -223,13 +226,7 @@ static const luaL_Reg reader_methods[] = {
  * registered in lcachy.c's core_functions). */
 void lc_open_redis(lua_State *L)
 {
-    luaL_newmetatable(L, READER_MT);
-    lua_newtable(L);
-    luaL_setfuncs(L, reader_methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, reader_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
+    lc_new_class(L, READER_MT, reader_methods, reader_close);
     {
         lc_reader *u = lua_newuserdata(L, sizeof *u);
         u->r = NULL;

@@ -127,9 +127,10 @@ static int h_incr(lua_State *L)
     lc_handle *h = lc_check_handle(L, 1);
     cachy_error err;
     cachy_slice key = arg_bytes(L, 2);
-    int64_t by = (int64_t)luaL_checknumber(L, 3), result;
 #if CACHY_HAS_INTEGERS
-    by = (int64_t)luaL_checkinteger(L, 3);
+    int64_t by = (int64_t)luaL_checkinteger(L, 3), result;
+#else
+    int64_t by = (int64_t)luaL_checknumber(L, 3), result;
 #endif
     if (cachy_incr(h->store, key, by, &result, &err) != 0) {
         cachy_slice shown = key;
@@ -376,13 +377,7 @@ static const luaL_Reg handle_methods[] = {
 
 void lc_open_store(lua_State *L)
 {
-    luaL_newmetatable(L, HANDLE_MT);
-    lua_newtable(L);
-    luaL_setfuncs(L, handle_methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, h_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
+    lc_new_class(L, HANDLE_MT, handle_methods, h_gc);
     lua_pushcfunction(L, core_open);
     lua_setfield(L, -2, "open");
 }

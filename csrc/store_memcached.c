@@ -132,14 +132,6 @@ static int is_server_failure(memcached_return_t rc)
     }
 }
 
-/* "1.0", "0.25": seconds as the configuration would write them. */
-static void format_seconds(double secs, char *out, size_t outsz)
-{
-    if (fabs(secs * 10 - floor(secs * 10 + 0.5)) < 1e-9)
-        snprintf(out, outsz, "%.1f", secs);
-    else
-        snprintf(out, outsz, "%g", secs);
-}
 
 /* " (server host:port)" for stores with several servers, else "". */
 static void server_label(const mc_state *st, const memcached_instance_st *inst, char *out,
@@ -181,7 +173,7 @@ static int mc_fail(cachy_store *s, mc_state *st, memcached_return_t rc, size_t v
             double spent = (double)(cachy_monotonic_ms() - st->attempt_ms) / 1000;
             connecting = fabs(spent - st->connect_timeout) < fabs(spent - st->timeout);
         }
-        format_seconds(connecting ? st->connect_timeout : st->timeout, secs, sizeof secs);
+        cachy_format_seconds(connecting ? st->connect_timeout : st->timeout, secs);
         cachy_error_set(err, s, CACHY_ETIMEOUT, "%s after %s s%s",
                         connecting ? "connect timed out" : "timed out", secs, where);
         return -1;
@@ -1427,7 +1419,7 @@ static int mc_incr_once(cachy_store *s, mc_state *st, cachy_slice key, cachy_sli
         int hit;
         if (tries > 0 && backoff(st, tries, deadline) != 0) {
             char secs[32];
-            format_seconds(st->timeout, secs, sizeof secs);
+            cachy_format_seconds(st->timeout, secs);
             cachy_error_set(err, s, CACHY_EBACKEND,
                             "increment lost %d races with other writers in %s s", tries, secs);
             return -2;
@@ -1468,7 +1460,7 @@ static int mc_incr_once(cachy_store *s, mc_state *st, cachy_slice key, cachy_sli
             if (!wrap_seen || cas != wrap_cas) {
                 if (now >= start + 3 * wait_ms) {
                     char secs[32];
-                    format_seconds(st->timeout, secs, sizeof secs);
+                    cachy_format_seconds(st->timeout, secs);
                     cachy_error_set(err, s, CACHY_EBACKEND,
                                     "increment lost races with other writers for 3 times %s s",
                                     secs);

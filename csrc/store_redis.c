@@ -121,15 +121,6 @@ static const char *shown(const char *p, size_t n, char out[TEXT_SHOWN * 4 + 4])
     return out;
 }
 
-/* Seconds as the user wrote them: 1 -> "1.0", 0.25 -> "0.25". */
-static const char *seconds(double v, char out[32])
-{
-    snprintf(out, 32, "%.1f", v);
-    if (strtod(out, NULL) != v)
-        snprintf(out, 32, "%g", v);
-    return out;
-}
-
 /* ---- replies ------------------------------------------------------------ */
 
 /* Moves a string reply's bytes into out without copying them again. */
@@ -165,7 +156,7 @@ static int io_fail(cachy_store *s, rconn *c, cachy_errcode code, const char *cau
 static int timed_out(cachy_store *s, rconn *c, cachy_error *err)
 {
     char t[32], cause[64];
-    snprintf(cause, sizeof cause, "timed out after %s s", seconds(c->timeout, t));
+    snprintf(cause, sizeof cause, "timed out after %s s", cachy_format_seconds(c->timeout, t));
     return io_fail(s, c, CACHY_ETIMEOUT, cause, err);
 }
 
@@ -306,7 +297,7 @@ static int connect_failed(cachy_store *s, rconn *c, cachy_error *err)
         snprintf(cause, sizeof cause, "connection refused");
     else if (strstr(why, strerror(ETIMEDOUT))) {
         snprintf(cause, sizeof cause, "connect timed out after %s s",
-                 seconds(c->connect_timeout, t));
+                 cachy_format_seconds(c->connect_timeout, t));
         code = CACHY_ETIMEOUT;
     } else
         snprintf(cause, sizeof cause, "cannot connect: %s", why);

@@ -194,6 +194,16 @@ void cachy_quote_key(cachy_slice key, char *out, size_t outlen)
     out[o] = '\0';
 }
 
+/* ---- seconds ------------------------------------------------------------ */
+
+const char *cachy_format_seconds(double v, char buf[32])
+{
+    snprintf(buf, 32, "%.1f", v);
+    if (strtod(buf, NULL) != v)
+        snprintf(buf, 32, "%g", v);
+    return buf;
+}
+
 /* ---- decimal integers -------------------------------------------------- */
 
 int cachy_parse_int(cachy_slice s, int64_t *out)

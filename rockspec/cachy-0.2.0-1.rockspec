@@ -43,6 +43,7 @@ build = {
     ["cachy.values"] = "lua/cachy/values.lua",
     ["cachy.resty.memcached"] = "lua/cachy/resty/memcached.lua",
     ["cachy.resty.redis"] = "lua/cachy/resty/redis.lua",
+    ["cachy.resty.socket"] = "lua/cachy/resty/socket.lua",
     ["cachy.core"] = {
       sources = {
         "csrc/lcachy.c", "csrc/lcachy_store.c", "csrc/lcachy_fast.c", "csrc/lcachy_ttl.c",

@@ -35,6 +35,7 @@ build = {
     ["cachy.tags"] = "lua/cachy/tags.lua",
     ["cachy.values"] = "lua/cachy/values.lua",
     ["cachy.resty.redis"] = "lua/cachy/resty/redis.lua",
+    ["cachy.resty.socket"] = "lua/cachy/resty/socket.lua",
     ["cachy.resty.memcached"] = "lua/cachy/resty/memcached.lua",
     ["cachy.core"] = {
       sources = {

@@ -35,12 +35,7 @@ local function show(v)
   return "{" .. table.concat(parts, ", ") .. "}"
 end
 
-local function same(a, b)
-  if type(a) ~= "table" or type(b) ~= "table" then return a == b end
-  for k, v in pairs(a) do if not same(v, b[k]) then return false end end
-  for k in pairs(b) do if a[k] == nil then return false end end
-  return true
-end
+local same = require("compare").same
 
 local function eq(got, want, what)
   if not same(got, want) then

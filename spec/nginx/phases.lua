@@ -18,12 +18,7 @@ local function record(key, fn)
   ngx.shared.results:set(key, ok and "ok" or ("fail: " .. tostring(err)))
 end
 
-local function same(a, b)
-  if type(a) ~= "table" or type(b) ~= "table" then return a == b end
-  for k, v in pairs(a) do if not same(v, b[k]) then return false end end
-  for k in pairs(b) do if a[k] == nil then return false end end
-  return true
-end
+local same = require("compare").same
 
 -- (values shown as the codec's bytes, in hex: enough to tell them apart)
 local function eq(got, want, what)

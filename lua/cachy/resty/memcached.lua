@@ -24,6 +24,8 @@
 --
 -- Loaded only inside nginx (cachy.repository requires it there).
 local core = require("cachy.core")
+local socket = require("cachy.resty.socket")
+local seconds_text, timeout_ms, release = socket.seconds_text, socket.timeout_ms, socket.release
 
 local ngx = ngx
 local tcp, now, update_time, sleep = ngx.socket.tcp, ngx.now, ngx.update_time, ngx.sleep
@@ -43,18 +45,6 @@ local ATTEMPTS = 3            -- tries of a single-key call (store_memcached.c's
 local REPAIR_TRIES = 200
 local MAX_BODY = 1024 * 1024 * 1024
 local NO_EXTRAS4 = "\0\0\0\0"
-
-local function seconds_text(v)
-  if math.abs(v * 10 - floor(v * 10 + 0.5)) < 1e-9 then return format("%.1f", v) end
-  return format("%g", v)
-end
-
-local function timeout_ms(secs)
-  local ms = floor(secs * 1000)
-  if ms < secs * 1000 then ms = ms + 1 end
-  if ms < 1 then ms = 1 end
-  return ms
-end
 
 -- ---- the cosocket store ----------------------------------------------------
 
@@ -143,11 +133,6 @@ local function connect(self, i)
   end
   if not ok then return io_fail(self, i, sock, err, true) end
   return sock
-end
-
-local function release(self, sock)
-  local ok = sock:setkeepalive(self.keepalive_ms, self.pool_size)
-  if not ok then sock:close() end
 end
 
 -- Reads one response within the round trip's deadline: a table

@@ -20,6 +20,8 @@
 --
 -- Loaded only inside nginx (cachy.repository requires it there).
 local core = require("cachy.core")
+local socket = require("cachy.resty.socket")
+local seconds_text, timeout_ms, release = socket.seconds_text, socket.timeout_ms, socket.release
 
 local ngx = ngx
 local tcp, get_phase, now, update_time = ngx.socket.tcp, ngx.get_phase, ngx.now, ngx.update_time
@@ -57,20 +59,6 @@ local function shown(s)
   s = s:gsub("[^\32-\126]", function(c) return format("\\x%02x", byte(c)) end)
   if cut then s = s .. "..." end
   return s
-end
-
--- Seconds as the user wrote them: 1 -> "1.0", 0.25 -> "0.25".
-local function seconds_text(v)
-  local s = format("%.1f", v)
-  if tonumber(s) ~= v then s = format("%g", v) end
-  return s
-end
-
-local function timeout_ms(secs)
-  local ms = floor(secs * 1000)
-  if ms < secs * 1000 then ms = ms + 1 end      -- never wait less than asked
-  if ms < 1 then ms = 1 end
-  return ms
 end
 
 -- hiredis's reply type numbers, for "unexpected reply type N to CMD".
@@ -284,13 +272,6 @@ local function connect(self)
     end
   end
   return sock
-end
-
--- Back to the pool after a call that fully succeeded (a socket closed
--- on the way, for bytes nobody asked for, is left closed).
-local function release(self, sock)
-  local ok = sock:setkeepalive(self.keepalive_ms, self.pool_size)
-  if not ok then sock:close() end
 end
 
 -- One command, one reply: the reply, or nil, err, code.
