@@ -101,4 +101,54 @@ function M.start_on(kind, args, port)
   error("could not start " .. kind .. " on port " .. port)
 end
 
+-- A Redis Cluster of `masters` masters with `replicas` replicas each (3 and
+-- 1 by default), formed by redis-cli --cluster create, every slot served:
+-- { nodes = { Server... }, seeds = { "127.0.0.1:PORT", ... }, stop = fn }.
+-- node_timeout: cluster-node-timeout in ms (how soon a dead master's
+-- replica takes over).
+function M.cluster(opts)
+  opts = opts or {}
+  local masters, replicas = opts.masters or 3, opts.replicas or 1
+  local args = { "--cluster-node-timeout", tostring(opts.node_timeout or 2000) }
+  local c = { nodes = {}, seeds = {} }
+  function c.stop()
+    for _, node in ipairs(c.nodes) do node:stop("KILL") end
+  end
+  local ok, err = pcall(function()
+    for i = 1, masters * (1 + replicas) do
+      c.nodes[i] = M.start("redis-cluster", args)
+      c.seeds[i] = "127.0.0.1:" .. c.nodes[i].port
+    end
+    local out = sh(string.format("redis-cli --cluster create %s --cluster-replicas %d --cluster-yes 2>&1",
+      table.concat(c.seeds, " "), replicas))
+    if not out:find("All 16384 slots covered", 1, true) then
+      error("redis-cli --cluster create failed: " .. out)
+    end
+    M.wait_cluster(c)
+  end)
+  if not ok then
+    c.stop()
+    error(err, 0)
+  end
+  return c
+end
+
+-- Waits until every live node of the cluster says cluster_state:ok and
+-- knows a master for every slot. fn (optional) must hold as well.
+function M.wait_cluster(c, seconds, fn)
+  local deadline = os.time() + (seconds or 30)
+  repeat
+    local all = true
+    for _, node in ipairs(c.nodes) do
+      if not gone(node.pid) then
+        local info = sh(string.format("redis-cli -p %d cluster info 2>&1", node.port))
+        if not info:find("cluster_state:ok", 1, true) then all = false break end
+      end
+    end
+    if all and (fn == nil or fn()) then return end
+    os.execute("sleep 0.1")
+  until os.time() > deadline
+  error("the cluster did not settle")
+end
+
 return M
