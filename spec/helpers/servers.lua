@@ -109,7 +109,10 @@ end
 function M.cluster(opts)
   opts = opts or {}
   local masters, replicas = opts.masters or 3, opts.replicas or 1
-  local args = { "--cluster-node-timeout", tostring(opts.node_timeout or 2000) }
+  -- validity factor 0: a replica takes over however long since it heard
+  -- from its master (an idle test cluster's replicas may not have for a while)
+  local args = { "--cluster-node-timeout", tostring(opts.node_timeout or 2000),
+                 "--cluster-replica-validity-factor", "0" }
   local c = { nodes = {}, seeds = {} }
   function c.stop()
     for _, node in ipairs(c.nodes) do node:stop("KILL") end
