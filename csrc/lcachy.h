@@ -51,6 +51,7 @@ int lc_core_value_root(lua_State *L);                       /* core.value_root *
 /* lcachy_redis.c: RESP for transports written in Lua (redis_proto.c). */
 int lc_redis_command(lua_State *L);                         /* core.redis_command */
 int lc_redis_reader(lua_State *L);                          /* core.redis_reader */
+void lc_open_redis_cluster(lua_State *L);                   /* core.redis_slot, _redirect, _slot_map */
 void lc_open_redis(lua_State *L);                           /* the reader's metatable */
 
 /* lcachy_memcached.c: memcached keys, lifetimes, binary frames, counters and

@@ -233,11 +233,6 @@ describe("redis cluster", function()
       local ok, err = pcall(cachy.new, { stores = { main = { driver = "redis", cluster = "127.0.0.1:7000" } } })
       assert.is_false(ok)
       assert.are.equal("cachy.new: store 'main' field 'cluster' must be a list of strings, got string", err)
-      ok, err = pcall(cachy.new, { stores = { main = { driver = "redis", cluster = { "127.0.0.1:7000" },
-                                                       transport = "cosocket" } } })
-      assert.is_false(ok)
-      assert.are.equal("cachy.new: store 'main' field 'transport' cannot be \"cosocket\" with 'cluster' "
-        .. "(a cluster is reached through the blocking transport)", err)
     end)
 
     it("skips a seed that refuses and reads the map from the next", function()

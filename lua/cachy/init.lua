@@ -61,9 +61,6 @@ local function check_transport(name, store)
   if t ~= nil and not TRANSPORTS[t] then
     fail("store '%s' field 'transport' must be \"auto\", \"cosocket\" or \"blocking\", got \"%s\"", name, t)
   end
-  if t == "cosocket" and store.cluster ~= nil then
-    fail("store '%s' field 'transport' cannot be \"cosocket\" with 'cluster' (a cluster is reached through the blocking transport)", name)
-  end
   if store.pool_size ~= nil and store.pool_size < 1 then
     fail("store '%s' field 'pool_size' must be at least 1", name)
   end

@@ -54,7 +54,6 @@ local function cosockets_wanted(config)
   local ngx = rawget(_G, "ngx")
   return type(ngx) == "table" and type(ngx.get_phase) == "function"
     and type(ngx.socket) == "table" and config.transport ~= "blocking"
-    and config.cluster == nil     -- Redis Cluster: the blocking transport only, for now
 end
 
 -- Resolves the driver on first use (extend may come after new): a

@@ -3,7 +3,7 @@
 -- driver, twice: transport "cosocket" in the content phase, and transport
 -- "auto" in an ngx.timer (started by the request, which waits for it);
 -- and on the built-in memcached driver over cosockets, with one server
--- and with three.
+-- and with three; and on a Redis Cluster (3 masters) over cosockets.
 -- Each of the suite's cases becomes one case of spec/nginx/cases.lua, so
 -- one request runs one case. A pending case returns its reason, which the
 -- runner reports as "# SKIP".
@@ -22,6 +22,18 @@ local function collect(label, transport)
     require("behaviour")(label, {
       config = function()
         return { driver = "redis", port = M.redis_port(), transport = transport }
+      end,
+    })
+  end)
+end
+
+-- The redis store's suite on the cluster spec/nginx/run formed.
+local function collect_cluster(label)
+  return shim.collect(function()
+    require("behaviour")(label, {
+      config = function()
+        return { driver = "redis", cluster = assert(M.cluster, "behaviour_cases.cluster is not set"),
+                 transport = "cosocket" }
       end,
     })
   end)
@@ -92,6 +104,13 @@ function M.add(case)
         if why then error(why, 0) end
       end)
     end
+  end
+  for _, c in ipairs(collect_cluster("redis cluster over cosockets")) do
+    case("behaviour (redis cluster, cosocket): " .. c.name, function()
+      if c.pending then return c.pending end
+      local why = c.run()
+      if why then error(why, 0) end
+    end)
   end
   for _, c in ipairs(collect("redis through auto", "auto")) do
     case("behaviour (auto, timer phase): " .. c.name, function()

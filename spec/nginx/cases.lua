@@ -716,6 +716,83 @@ end
 
 behaviour_cases.add(case)
 
+-- ---- Redis Cluster over cosockets (cachy.resty.redis_cluster) ---------------
+
+local core = require("cachy.core")
+
+local function cluster_ports()
+  local out = {}
+  for i, seed in ipairs(behaviour_cases.cluster) do out[i] = tonumber(seed:match(":(%d+)$")) end
+  return out
+end
+
+-- One command to cluster node port: the reply, or nil, err (a failure,
+-- or MOVED from a node that does not serve the key).
+local function node(p, ...)
+  return resp.command("127.0.0.1", p, ...)
+end
+
+-- The node (port) that holds key: the one that answers EXISTS with 1.
+local function holder(key)
+  local found
+  for _, p in ipairs(cluster_ports()) do
+    if node(p, "EXISTS", key) == 1 then
+      check(found == nil, "key %s on two nodes", key)
+      found = p
+    end
+  end
+  return found
+end
+
+local function cluster_cache(fields)
+  local store = { driver = "redis", cluster = behaviour_cases.cluster, transport = "cosocket" }
+  for k, v in pairs(fields or {}) do store[k] = v end
+  return cachy.new({ stores = { main = store } })
+end
+
+case("redis cluster (cosocket): each key on one master, every master used; the blocking driver reads them", function()
+  local cache, blocking = cluster_cache(), cluster_cache({ transport = "blocking" })
+  eq(transport_of(cache), "cosocket", "transport")
+  local per = {}
+  for i = 1, 60 do
+    check(cache:put("ck" .. i, "v" .. i, 60) == true, "put %d", i)
+    local p = holder("ck" .. i)
+    check(p ~= nil, "key ck%d on no node", i)
+    per[p] = (per[p] or 0) + 1
+    eq(blocking:get("ck" .. i), "v" .. i, "the blocking driver's read of ck" .. i)
+  end
+  for _, p in ipairs(cluster_ports()) do check((per[p] or 0) > 0, "node %d holds no key", p) end
+  local got = cache:many({ "ck1", "ck2", "ck3", "nope" })
+  eq(got, { ck1 = "v1", ck2 = "v2", ck3 = "v3" }, "many")
+  check(cache:flush() == true, "flush")
+  for _, p in ipairs(cluster_ports()) do eq(node(p, "DBSIZE"), 0, "keys left on " .. p) end
+end)
+
+case("redis cluster (cosocket): ASK while a slot migrates, then MOVED once it has", function()
+  local cache = cluster_cache()
+  local ports, ids = cluster_ports(), {}
+  for _, p in ipairs(ports) do ids[p] = node(p, "CLUSTER", "MYID") end
+  check(cache:put("{nmv}a", "old a") == true and cache:put("{nmv}b", "b") == true, "puts")
+  local slot = core.redis_slot("{nmv}a")
+  local from = holder("{nmv}a")
+  local to = ports[1] == from and ports[2] or ports[1]
+  eq(node(to, "CLUSTER", "SETSLOT", tostring(slot), "IMPORTING", ids[from]), "OK", "IMPORTING")
+  eq(node(from, "CLUSTER", "SETSLOT", tostring(slot), "MIGRATING", ids[to]), "OK", "MIGRATING")
+  eq(node(from, "MIGRATE", "127.0.0.1", tostring(to), "", "0", "5000", "KEYS", "{nmv}a"), "OK", "MIGRATE a")
+  eq(cache:get("{nmv}a"), "old a", "get a (ASK)")
+  check(cache:put("{nmv}a", "new a") == true, "put a (ASK)")
+  eq(cache:get("{nmv}b"), "b", "get b (still on the old node)")
+  eq(cache:many({ "{nmv}a", "{nmv}b" }), { ["{nmv}a"] = "new a", ["{nmv}b"] = "b" }, "many")
+  eq(node(from, "MIGRATE", "127.0.0.1", tostring(to), "", "0", "5000", "KEYS", "{nmv}b"), "OK", "MIGRATE b")
+  for _, p in ipairs(ports) do
+    eq(node(p, "CLUSTER", "SETSLOT", tostring(slot), "NODE", ids[to]), "OK", "SETSLOT NODE on " .. p)
+  end
+  eq(cache:get("{nmv}b"), "b", "get b (MOVED)")
+  check(cache:put("{nmv}c", "c") == true, "put c")
+  eq(holder("{nmv}c"), to, "where c went")
+  eq(cache:increment("{nmv}n", 4), 4, "increment")
+end)
+
 -- Interop with plain Lua (spec/nginx/run): /?interop=put writes a value on
 -- a cosocket for lua5.4 to read through the blocking driver; /?interop=get
 -- reads the one lua5.4 wrote. Both under the prefix "interop:".
