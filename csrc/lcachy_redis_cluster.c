@@ -6,6 +6,7 @@
  *
  *   core.redis_slot(key)             -> the key's hash slot, 0-16383
  *   core.redis_redirect(text)        -> "MOVED" | "ASK", slot, host, port; or nil
+ *   core.redis_address(text)         -> host, port of "host:port" or "[v6]:port"; or nil
  *   local m = core.redis_slot_map()
  *   m:add(host, port)                -> the node's index (1-based), added when new
  *   m:read(reply, asked_host)        -> true, or nil, why (reply: a CLUSTER SLOTS
@@ -53,6 +54,17 @@ static int l_redirect(lua_State *L)
     lua_pushstring(L, host);
     lua_pushinteger(L, port);
     return 4;
+}
+
+static int l_address(lua_State *L)
+{
+    char host[CACHY_REDIS_HOST_MAX];
+    int port;
+    if (cachy_redis_address(luaL_checkstring(L, 1), host, &port) != 0)
+        return 0;
+    lua_pushstring(L, host);
+    lua_pushinteger(L, port);
+    return 2;
 }
 
 static lc_slot_map *check_map(lua_State *L)
@@ -260,6 +272,8 @@ void lc_open_redis_cluster(lua_State *L)
     lua_setfield(L, -2, "redis_slot");
     lua_pushcfunction(L, l_redirect);
     lua_setfield(L, -2, "redis_redirect");
+    lua_pushcfunction(L, l_address);
+    lua_setfield(L, -2, "redis_address");
     lua_pushcfunction(L, l_slot_map);
     lua_setfield(L, -2, "redis_slot_map");
 }

@@ -56,29 +56,6 @@ struct cachy_rcluster {
 
 /* ---- configuration ------------------------------------------------------- */
 
-/* "host:port" or "[v6]:port" into host and *port; 0 ok, -1 malformed. */
-static int parse_seed(const char *text, char host[CACHY_REDIS_HOST_MAX], int *port)
-{
-    const char *colon = strrchr(text, ':'), *h = text;
-    size_t hl;
-    char *end;
-    long p;
-    if (colon == NULL || colon == text)
-        return -1;
-    hl = (size_t)(colon - text);
-    if (text[0] == '[' && colon[-1] == ']')
-        h++, hl -= 2;
-    if (hl == 0 || hl >= CACHY_REDIS_HOST_MAX)
-        return -1;
-    p = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || colon[1] < '0' || colon[1] > '9' || p < 1 || p > 65535)
-        return -1;
-    memcpy(host, h, hl);
-    host[hl] = '\0';
-    *port = (int)p;
-    return 0;
-}
-
 int cachy_rcluster_options(cachy_store *s, cachy_error *err)
 {
     static const char *const excluded[] = { "host", "port", "socket", "db" };
@@ -98,7 +75,7 @@ int cachy_rcluster_options(cachy_store *s, cachy_error *err)
         return -1;
     }
     for (i = 0; i < opt->nlist; i++)
-        if (parse_seed(opt->list[i], host, &port) != 0) {
+        if (cachy_redis_address(opt->list[i], host, &port) != 0) {
             cachy_error_set(err, s, CACHY_EMISUSE,
                             "field 'cluster' item %zu must be \"host:port\", got \"%.80s\"", i + 1,
                             opt->list[i]);
@@ -233,7 +210,7 @@ int cachy_rcluster_open(cachy_store *s, cachy_rcluster **out, cachy_error *err)
     }
     cachy_slot_map_init(&cl->map);
     for (i = 0; i < opt->nlist; i++)
-        if (parse_seed(opt->list[i], host, &port) != 0 ||
+        if (cachy_redis_address(opt->list[i], host, &port) != 0 ||
             cachy_slot_map_node(&cl->map, host, port) < 0) {
             cachy_rcluster_free(cl);
             cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");

@@ -14,6 +14,7 @@
 
 struct rconn;
 typedef struct cachy_rcluster cachy_rcluster;
+typedef struct cachy_rsentinel cachy_rsentinel;
 
 /* ---- from store_redis.c: one node's connection ---------------------------
  * A connection configured as the store's (timeouts, AUTH), to host:port;
@@ -36,6 +37,9 @@ int cachy_rconn_flush(cachy_store *s, struct rconn *c, cachy_slice prefix, cachy
 int cachy_rconn_set_args(cachy_slice key, cachy_slice val, int64_t ttl_ms, char ms[24],
                          const char *argv[6], size_t lens[6]);
 void cachy_rconn_take_string(cachy_buf *out, cachy_resp *r);
+struct rconn *cachy_rconn_new_plain(cachy_store *s, const char *host, int port);
+void cachy_rconn_set_address(struct rconn *c, const char *host, int port);
+int cachy_rconn_handshake(cachy_store *s, struct rconn *c, cachy_error *err);
 
 /* ---- from redis_cluster.c ------------------------------------------------ */
 
@@ -60,5 +64,16 @@ int cachy_rcluster_put_many(cachy_store *s, cachy_rcluster *cl, const cachy_slic
 int cachy_rcluster_flush(cachy_store *s, cachy_rcluster *cl, cachy_slice prefix, cachy_error *err);
 int cachy_rcluster_unlink(cachy_store *s, cachy_rcluster *cl, size_t n, const char **keys,
                           const size_t *lens, cachy_error *err);
+
+/* ---- from redis_sentinel.c ----------------------------------------------- */
+
+/* Checks the `sentinel` field (and the fields it excludes); *out: the
+ * state the driver keeps for it. 0 ok, -1 err. */
+int cachy_rsentinel_options(cachy_store *s, cachy_rsentinel **out, cachy_error *err);
+void cachy_rsentinel_free(cachy_rsentinel *st);
+
+/* Connects c to the master the sentinels name, and checks with ROLE that
+ * it is one; as the driver's handshake otherwise. */
+int cachy_rsentinel_connect(cachy_store *s, struct rconn *c, cachy_rsentinel *st, cachy_error *err);
 
 #endif

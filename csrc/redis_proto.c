@@ -407,3 +407,25 @@ int cachy_slot_map_read(cachy_slot_map *m, const cachy_resp *reply, const char *
     memcpy(m->owner, owner, sizeof owner);
     return 0;
 }
+
+int cachy_redis_address(const char *text, char host[CACHY_REDIS_HOST_MAX], int *port)
+{
+    const char *colon = strrchr(text, ':'), *h = text;
+    size_t hl;
+    char *end;
+    long p;
+    if (colon == NULL || colon == text)
+        return -1;
+    hl = (size_t)(colon - text);
+    if (text[0] == '[' && colon[-1] == ']')
+        h++, hl -= 2;
+    if (hl == 0 || hl >= CACHY_REDIS_HOST_MAX)
+        return -1;
+    p = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || colon[1] < '0' || colon[1] > '9' || p < 1 || p > 65535)
+        return -1;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    *port = (int)p;
+    return 0;
+}

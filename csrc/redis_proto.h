@@ -79,6 +79,10 @@ unsigned cachy_redis_slot(const char *key, size_t len);
 int cachy_redis_redirect(const char *text, size_t len, unsigned *slot,
                          char host[CACHY_REDIS_HOST_MAX], int *port);
 
+/* "host:port" or "[v6]:port" (a configured node) into host and *port;
+ * 0 ok, -1 malformed. */
+int cachy_redis_address(const char *text, char host[CACHY_REDIS_HOST_MAX], int *port);
+
 typedef struct cachy_redis_node {
     char host[CACHY_REDIS_HOST_MAX];
     int port;

@@ -75,6 +75,7 @@ typedef struct rconn {
 
     cachy_buf out;                         /* outgoing pipelined commands */
     cachy_rcluster *cluster;               /* with `cluster`: the nodes (redis_cluster.c) */
+    cachy_rsentinel *sentinel;             /* with `sentinel`: where the master is (redis_sentinel.c) */
 } rconn;
 
 static const cachy_field redis_fields[] = {
@@ -88,6 +89,9 @@ static const cachy_field redis_fields[] = {
     { "timeout", CACHY_OPT_NUMBER, 0 },
     { "retry_after", CACHY_OPT_NUMBER, 0 },
     { "cluster", CACHY_OPT_LIST, 0 },
+    /* { master = name, nodes = { "host:port", ... } }: cachy.new passes it
+     * here as the list { name, "host:port", ... } */
+    { "sentinel", CACHY_OPT_LIST, 0 },
     /* read by lua/cachy/resty/redis.lua inside nginx, ignored here */
     { "transport", CACHY_OPT_STRING, 0 },
     { "pool_size", CACHY_OPT_INTEGER, 0 },
@@ -428,7 +432,7 @@ static int conn_open(cachy_store *s, rconn *c, cachy_error *err)
         *err = b->last;
         return -1;
     }
-    if (handshake(s, c, err) == 0)
+    if ((c->sentinel ? cachy_rsentinel_connect(s, c, c->sentinel, err) : handshake(s, c, err)) == 0)
         return 0;
     if (c->retry_ms > 0 && (err->code == CACHY_EREFUSED || err->code == CACHY_ECONN ||
                             err->code == CACHY_ETIMEOUT) &&
@@ -487,6 +491,10 @@ static int call(cachy_store *s, int argc, const char **argv, const size_t *lens,
 static int bad_reply(cachy_store *s, const char *cmd, const cachy_resp *r, cachy_error *err)
 {
     char text[TEXT_SHOWN * 4 + 4];
+    rconn *c = s->impl;
+    /* a master that became a replica: the next call asks the sentinels again */
+    if (c && c->sentinel && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "READONLY", 8) == 0)
+        drop(c);
     if (r->type == REDIS_REPLY_ERROR)
         cachy_error_set(err, s, CACHY_EBACKEND, "%s", shown(r->str, r->len, text));
     else
@@ -532,6 +540,9 @@ static int read_options(cachy_store *s, rconn *c, cachy_error *err)
         snprintf(s->address, sizeof s->address, "cluster");
         if (cachy_rcluster_options(s, err) != 0)
             return -1;
+    } else if (cachy_opt_find(o, "sentinel")) {
+        if (cachy_rsentinel_options(s, &c->sentinel, err) != 0)
+            return -1;
     } else if (c->socket)
         snprintf(s->address, sizeof s->address, "%s", c->socket);
     else if (strchr(c->host, ':'))
@@ -562,6 +573,7 @@ static void redis_close(cachy_store *s)
     if (c == NULL)
         return;
     cachy_rcluster_free(c->cluster);
+    cachy_rsentinel_free(c->sentinel);
     drop(c);
     cachy_buf_free(&c->out);
     free(c);
@@ -924,8 +936,29 @@ struct rconn *cachy_rconn_new(cachy_store *s, const char *host, int port)
     c->ctx = NULL;
     c->reader = NULL;
     c->cluster = NULL;
+    c->sentinel = NULL;
     memset(&c->out, 0, sizeof c->out);
     return c;
+}
+
+/* To a sentinel: no AUTH or SELECT (those are the data nodes'). */
+struct rconn *cachy_rconn_new_plain(cachy_store *s, const char *host, int port)
+{
+    rconn *c = cachy_rconn_new(s, host, port);
+    if (c)
+        c->username = c->password = NULL, c->db = 0;
+    return c;
+}
+
+void cachy_rconn_set_address(struct rconn *c, const char *host, int port)
+{
+    c->host = host;
+    c->port = port;
+}
+
+int cachy_rconn_handshake(cachy_store *s, struct rconn *c, cachy_error *err)
+{
+    return handshake(s, c, err);
 }
 
 void cachy_rconn_free(struct rconn *c)

@@ -136,6 +136,63 @@ function M.cluster(opts)
   return c
 end
 
+-- A master and its replica watched by two Redis Sentinels, the master
+-- named "mymaster": { master = Server, replica = Server, sentinels =
+-- { Server, Server }, nodes = { "127.0.0.1:PORT", ... } (the sentinels),
+-- stop = fn }. Ready once both sentinels know the replica.
+function M.sentinel_group()
+  local g = { sentinels = {}, nodes = {} }
+  local all = {}
+  function g.stop()
+    for _, s in ipairs(all) do s:stop("KILL") end
+  end
+  local ok, err = pcall(function()
+    -- their own data files: a replica's sync writes one, which must not
+    -- reach another spec's server
+    local tag = os.time() .. "-" .. math.random(1e9)
+    g.master = M.start("redis", { "--dbfilename", "sentinel-master-" .. tag .. ".rdb",
+                                  "--repl-diskless-sync-delay", "0" })
+    all[#all + 1] = g.master
+    g.replica = M.start("redis", { "--dbfilename", "sentinel-replica-" .. tag .. ".rdb",
+                                   "--replicaof", "127.0.0.1", tostring(g.master.port) })
+    all[#all + 1] = g.replica
+    for i = 1, 2 do
+      g.sentinels[i] = M.start("sentinel", { "mymaster", tostring(g.master.port), "1" })
+      all[#all + 1] = g.sentinels[i]
+      g.nodes[i] = "127.0.0.1:" .. g.sentinels[i].port
+    end
+    M.wait_sentinels(g, 30)
+  end)
+  if not ok then
+    g.stop()
+    error(err, 0)
+  end
+  return g
+end
+
+-- Waits until every live sentinel names the master (want_port, by
+-- default the group's) and knows its replica, and the replica's link to
+-- the master is up.
+function M.wait_sentinels(g, seconds, want_port)
+  local deadline = os.time() + (seconds or 30)
+  want_port = want_port or g.master.port
+  repeat
+    local all = sh(string.format("redis-cli -p %d info replication 2>&1", g.replica.port))
+      :find("master_link_status:up", 1, true) ~= nil
+    for _, s in ipairs(g.sentinels) do
+      local addr = sh(string.format("redis-cli -p %d sentinel get-master-addr-by-name mymaster 2>&1", s.port))
+      local replicas = sh(string.format("redis-cli -p %d sentinel replicas mymaster 2>&1", s.port))
+      if tonumber(addr:match("\n(%d+)")) ~= want_port or not replicas:find(tostring(g.replica.port), 1, true) then
+        all = false
+        break
+      end
+    end
+    if all then return end
+    os.execute("sleep 0.1")
+  until os.time() > deadline
+  error("the sentinels did not settle")
+end
+
 -- Waits until every live node of the cluster says cluster_state:ok and
 -- knows a master for every slot. fn (optional) must hold as well.
 function M.wait_cluster(c, seconds, fn)

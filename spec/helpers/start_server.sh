@@ -5,7 +5,9 @@
 # it by that PID. PIDs are also appended to $CACHY_PIDFILE when set, so the
 # test runner can stop what a crashed spec left behind. KIND redis-cluster:
 # a Redis Cluster node, whose port + 10000 (its cluster bus) is free too,
-# with its nodes file in DIR.
+# with its nodes file in DIR. KIND sentinel, then MASTER-NAME MASTER-PORT
+# QUORUM: a Redis Sentinel watching that master (1 s down-after), its
+# config file (which it rewrites) in DIR.
 set -eu
 kind=$1 dir=$2
 shift 2
@@ -29,6 +31,12 @@ while True:
 for attempt in 1 2 3 4 5; do
   if [ "$kind" = redis-cluster ]; then port=$(free_bus_port); else port=$(free_port); fi
   case $kind in
+    sentinel)
+      conf="$dir/sentinel-$port.conf"
+      printf 'port %s\nbind 127.0.0.1\ndir %s\nsentinel monitor %s 127.0.0.1 %s %s\nsentinel down-after-milliseconds %s 1000\nsentinel failover-timeout %s 4000\n' \
+        "$port" "$dir" "$1" "$2" "$3" "$1" "$1" >"$conf"
+      redis-server "$conf" --sentinel >"$dir/sentinel-$port.log" 2>&1 &
+      pid=$! ;;
     redis-cluster)
       # replicas write the master's data to disk as they sync: one file each,
       # none left from an earlier cluster's node on this port

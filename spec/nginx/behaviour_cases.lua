@@ -3,7 +3,8 @@
 -- driver, twice: transport "cosocket" in the content phase, and transport
 -- "auto" in an ngx.timer (started by the request, which waits for it);
 -- and on the built-in memcached driver over cosockets, with one server
--- and with three; and on a Redis Cluster (3 masters) over cosockets.
+-- and with three; and on a Redis Cluster (3 masters) and behind Redis
+-- Sentinel, over cosockets.
 -- Each of the suite's cases becomes one case of spec/nginx/cases.lua, so
 -- one request runs one case. A pending case returns its reason, which the
 -- runner reports as "# SKIP".
@@ -34,6 +35,18 @@ local function collect_cluster(label)
       config = function()
         return { driver = "redis", cluster = assert(M.cluster, "behaviour_cases.cluster is not set"),
                  transport = "cosocket" }
+      end,
+    })
+  end)
+end
+
+-- The redis store's suite behind the sentinels spec/nginx/run started.
+local function collect_sentinel(label)
+  return shim.collect(function()
+    require("behaviour")(label, {
+      config = function()
+        return { driver = "redis", transport = "cosocket", sentinel = {
+          master = "mymaster", nodes = assert(M.sentinels, "behaviour_cases.sentinels is not set") } }
       end,
     })
   end)
@@ -105,12 +118,14 @@ function M.add(case)
       end)
     end
   end
-  for _, c in ipairs(collect_cluster("redis cluster over cosockets")) do
-    case("behaviour (redis cluster, cosocket): " .. c.name, function()
-      if c.pending then return c.pending end
-      local why = c.run()
-      if why then error(why, 0) end
-    end)
+  for _, suite in ipairs({ { "redis cluster", collect_cluster }, { "redis sentinel", collect_sentinel } }) do
+    for _, c in ipairs(suite[2](suite[1] .. " over cosockets")) do
+      case("behaviour (" .. suite[1] .. ", cosocket): " .. c.name, function()
+        if c.pending then return c.pending end
+        local why = c.run()
+        if why then error(why, 0) end
+      end)
+    end
   end
   for _, c in ipairs(collect("redis through auto", "auto")) do
     case("behaviour (auto, timer phase): " .. c.name, function()

@@ -512,6 +512,8 @@ Dispatch.__index = Dispatch
 function M.dispatcher(name, prefix, config, blocking, cosocket)
   if cosocket == nil and config.cluster then
     cosocket = require("cachy.resty.redis_cluster").new(name, prefix, config)
+  elseif cosocket == nil and config.sentinel then
+    cosocket = require("cachy.resty.redis_sentinel").new(name, prefix, config)
   end
   return setmetatable({
     cosocket = cosocket or M.new(name, prefix, config),

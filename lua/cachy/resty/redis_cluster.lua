@@ -16,8 +16,8 @@ local core = require("cachy.core")
 local redis = require("cachy.resty.redis")
 
 local redis_command, redis_redirect = core.redis_command, core.redis_redirect
-local concat, format, floor = table.concat, string.format, math.floor
-local setmetatable, tonumber, type = setmetatable, tonumber, type
+local concat, format = table.concat, string.format
+local setmetatable, type = setmetatable, type
 
 local MAX_REDIRECTS = 5
 local SLOTS_DEPTH, SLOTS_MAX_ELEMS = 4, 16384
@@ -29,14 +29,7 @@ local M = {}
 local Cluster = {}
 Cluster.__index = Cluster
 
--- "host:port" or "[v6]:port" -> host, port; nil when malformed.
-local function parse_seed(text)
-  local host, port = text:match("^%[(.+)%]:(%d+)$")
-  if not host then host, port = text:match("^(.+):(%d+)$") end
-  port = tonumber(port)
-  if not host or not port or port < 1 or port > 65535 or #host >= 256 then return nil end
-  return host, port
-end
+local parse_seed = core.redis_address      -- "host:port", "[v6]:port" -> host, port
 
 -- store_redis.c's and redis_cluster.c's checks of the fields: nil or the
 -- misuse message.
