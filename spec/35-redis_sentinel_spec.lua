@@ -101,6 +101,29 @@ describe("redis sentinel", function()
     end)
 
     if os.getenv("CACHY_ONCE") then
+      it("a master turned replica under an open connection: READONLY drops it, the next call finds the new master", function()
+        local c = store()
+        assert.are.equal(true, c:put("ro", "before"))
+        local old, new = group.master, group.replica
+        assert.is_truthy(sh(string.format("redis-cli -p %d SENTINEL FAILOVER mymaster", group.sentinels[1].port)):find("OK", 1, true))
+        group.master, group.replica = new, old
+        servers.wait_sentinels(group, 30)
+        -- the old master's connection is still open: its first write gets READONLY
+        for _ = 1, 100 do
+          if sh(string.format("redis-cli -p %d ROLE", old.port)):find("^slave") then break end
+          system.sleep(0.05)
+        end
+        local ok, err, code = c:put("ro", "after")
+        if ok == nil then
+          assert.are.equal("backend", code)
+          assert.is_truthy(err:find("): READONLY", 1, true), err)
+          ok, err = c:put("ro", "after")
+        end
+        assert.are.equal(true, ok, err)
+        assert.are.equal("after", c:get("ro"))
+        assert.is_truthy(sh(string.format("redis-cli -p %d GET ro", new.port)):find("after", 1, true))
+      end)
+
       it("the master SIGKILLed: calls succeed again on the promoted replica within 10 s, no wrong value", function()
         local c = store()
         local written, wrong, errors = {}, 0, 0

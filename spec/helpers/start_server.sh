@@ -33,7 +33,7 @@ for attempt in 1 2 3 4 5; do
   case $kind in
     sentinel)
       conf="$dir/sentinel-$port.conf"
-      printf 'port %s\nbind 127.0.0.1\ndir %s\nsentinel monitor %s 127.0.0.1 %s %s\nsentinel down-after-milliseconds %s 1000\nsentinel failover-timeout %s 4000\n' \
+      printf 'port %s\nbind 127.0.0.1\ndir %s\nsentinel monitor %s 127.0.0.1 %s %s\nsentinel down-after-milliseconds %s 1000\nsentinel failover-timeout %s 1500\n' \
         "$port" "$dir" "$1" "$2" "$3" "$1" "$1" >"$conf"
       redis-server "$conf" --sentinel >"$dir/sentinel-$port.log" 2>&1 &
       pid=$! ;;
