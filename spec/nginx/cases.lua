@@ -444,16 +444,14 @@ case("redis driver: transport auto uses cosockets in the content and timer phase
   eq(cache._fast, nil, "transport auto binds no fast path in nginx")
 end)
 
--- A call that waits for Redis (CLIENT PAUSE) while the worker keeps
--- running light threads: the ticks counted during the wait.
-local function ticks_during_slow_call(cache)
-  assert(cache:put("slow", "v", 1))          -- connected (and pooled) before the pause
-  eq(redis("CLIENT", "PAUSE", "300"), "OK", "CLIENT PAUSE")
+-- Runs fn in a light thread while this one ticks every 10 ms: fn's
+-- result, the seconds it took, and the ticks counted meanwhile.
+local function ticks_while(fn)
   local done, got, elapsed = false, nil, nil
   local thread = ngx.thread.spawn(function()
     ngx.update_time()
     local t0 = ngx.now()
-    got = cache:get("slow")
+    got = fn()
     ngx.update_time()
     elapsed = ngx.now() - t0
     done = true
@@ -464,6 +462,15 @@ local function ticks_during_slow_call(cache)
     ticks = ticks + 1
   end
   ngx.thread.wait(thread)
+  return got, elapsed, ticks
+end
+
+-- A call that waits for Redis (CLIENT PAUSE) while the worker keeps
+-- running light threads: the ticks counted during the wait.
+local function ticks_during_slow_call(cache)
+  assert(cache:put("slow", "v", 1))          -- connected (and pooled) before the pause
+  eq(redis("CLIENT", "PAUSE", "300"), "OK", "CLIENT PAUSE")
+  local got, elapsed, ticks = ticks_while(function() return cache:get("slow") end)
   eq(got, "v", "the value read during the pause")
   check(elapsed >= 0.2, "the call took %.3f s, wanted the pause (0.3 s)", elapsed)
   return ticks
@@ -774,21 +781,9 @@ case("locks: block waits through ngx.sleep, and the worker runs meanwhile", func
   local cache = redis_cache({ transport = "cosocket" }, "lock:")
   local name = "block:" .. ngx.now()
   eq(cache:lock(name, 0.3):get(), true, "held for 0.3 s")
-  local done, got, elapsed = false, nil, nil
-  local thread = ngx.thread.spawn(function()
-    ngx.update_time()
-    local t0 = ngx.now()
-    got = { cache:lock(name, 5):block(3, function() return "ran" end) }
-    ngx.update_time()
-    elapsed = ngx.now() - t0
-    done = true
+  local got, elapsed, ticks = ticks_while(function()
+    return { cache:lock(name, 5):block(3, function() return "ran" end) }
   end)
-  local ticks = 0
-  while not done do
-    ngx.sleep(0.01)
-    ticks = ticks + 1
-  end
-  ngx.thread.wait(thread)
   eq(got, { "ran" }, "block's function ran once acquired")
   check(elapsed >= 0.2 and elapsed < 0.6, "block took %.3f s, wanted the rest of the 0.3 s lease", elapsed)
   check(ticks >= 10, "only %d ticks of 10 ms while block waited", ticks)
