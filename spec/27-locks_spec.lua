@@ -337,6 +337,7 @@ describe("locks", function()
   describe("on the file store", function()
     local dir = fresh_dir("file")
     local function config() return { driver = "file", path = dir } end
+    lazy_teardown(function() os.execute("rm -rf " .. q(dir)) end)
     lock_cases({ make = function(opts) return manager(config(), opts) end, shared = true, config = config })
   end)
 
