@@ -301,6 +301,13 @@ static int send_to(cachy_store *s, cachy_rcluster *cl, int i, int asking, int ar
     return rc;
 }
 
+/* Where a command's key is: argv[1], but argv[3] for EVAL (script,
+ * numkeys, key: the lock primitives). */
+static int key_at(int argc, const char **argv, const size_t *lens)
+{
+    return argc > 3 && lens[0] == 4 && memcmp(argv[0], "EVAL", 4) == 0 ? 3 : 1;
+}
+
 /* Sends a command, already sent once to node `at` and answered by the
  * redirection r (freed here), where r sends it. */
 static int follow(cachy_store *s, cachy_rcluster *cl, int at, cachy_resp *r, int argc,
@@ -325,7 +332,8 @@ static int follow(cachy_store *s, cachy_rcluster *cl, int at, cachy_resp *r, int
         at = to;
     }
     cachy_resp_free(r);
-    cachy_quote_key(slice(argv[1], lens[1]), k, sizeof k);
+    cachy_quote_key(slice(argv[key_at(argc, argv, lens)], lens[key_at(argc, argv, lens)]), k,
+                    sizeof k);
     cachy_error_set(err, s, CACHY_EBACKEND, "more than %d redirections (MOVED, ASK) for key '%s'",
                     MAX_REDIRECTS, k);
     return -1;
@@ -336,7 +344,7 @@ int cachy_rcluster_call(cachy_store *s, cachy_rcluster *cl, int argc, const char
                         cachy_error *err)
 {
     cachy_resp *r;
-    int at = owner_of(s, cl, argv[1], lens[1], err);
+    int k = key_at(argc, argv, lens), at = owner_of(s, cl, argv[k], lens[k], err);
     if (at < 0 || send_to(s, cl, at, 0, argc, argv, lens, max_depth, max_elems, &r, err) != 0)
         return -1;
     return follow(s, cl, at, r, argc, argv, lens, max_depth, max_elems, out, err);

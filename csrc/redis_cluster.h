@@ -50,8 +50,8 @@ int cachy_rcluster_options(cachy_store *s, cachy_error *err);
 int cachy_rcluster_open(cachy_store *s, cachy_rcluster **out, cachy_error *err);
 void cachy_rcluster_free(cachy_rcluster *cl);
 
-/* A command whose key is argv[1], on its slot's master; *out as
- * cachy_rconn_read's. */
+/* A command whose key is argv[1] (argv[3] for EVAL), on its slot's
+ * master; *out as cachy_rconn_read's. */
 int cachy_rcluster_call(cachy_store *s, cachy_rcluster *cl, int argc, const char **argv,
                         const size_t *lens, int max_depth, size_t max_elems, cachy_resp **out,
                         cachy_error *err);

@@ -185,6 +185,8 @@ function Cluster:put(key, bytes, ms) return run(self, key, "put", key, bytes, ms
 function Cluster:add(key, bytes, ms) return run(self, key, "add", key, bytes, ms) end
 function Cluster:forget(key) return run(self, key, "forget", key) end
 function Cluster:incr(key, by, shown_key, verb) return run(self, key, "incr", key, by, shown_key, verb) end
+function Cluster:forget_if(key, bytes) return run(self, key, "forget_if", key, bytes) end
+function Cluster:touch_if(key, bytes, ms) return run(self, key, "touch_if", key, bytes, ms) end
 
 -- The keys' indexes grouped by master: { [node] = { index, ... } }, the
 -- nodes in the order first seen.

@@ -115,7 +115,8 @@ local function run(self, method, ...)
   return a, b, c
 end
 
-for _, method in ipairs({ "get", "put", "add", "forget", "incr", "flush", "many", "put_many" }) do
+for _, method in ipairs({ "get", "put", "add", "forget", "incr", "flush", "many", "put_many",
+                          "forget_if", "touch_if" }) do
   Sentinel[method] = function(self, ...) return run(self, method, ...) end
 end
 
