@@ -920,4 +920,44 @@ function M.concurrent(i, run)
   return string.format("%d %s %d", i, tostring(v.i), state.most)
 end
 
+-- Last, as it ends the sentinels' master: killed with SIGKILL under a loop
+-- of puts and gets over cosockets; calls succeed again on the promoted
+-- replica within 10 s, and no read returns a value never written.
+case("redis sentinel (cosocket): the master SIGKILLed, calls reach the promoted replica within 10 s, no wrong value", function()
+  local cache = cachy.new({ stores = { main = { driver = "redis", transport = "cosocket",
+    sentinel = { master = "mymaster", nodes = behaviour_cases.sentinels } } } })
+  local written, wrong = {}, 0
+  for i = 1, 100 do
+    check(cache:put("sf" .. i, "v" .. i .. " 0") == true, "put %d before the kill", i)
+    written["sf" .. i] = { ["v" .. i .. " 0"] = true }
+  end
+  ngx.sleep(0.3)
+  os.execute("kill -9 " .. assert(behaviour_cases.sentinel_master_pid))
+  ngx.update_time()
+  local killed, last_error, round, clean = ngx.now(), nil, 0, false
+  repeat
+    round, clean = round + 1, true
+    for i = 1, 100 do
+      local key, value = "sf" .. i, "v" .. i .. " " .. round
+      written[key][value] = true
+      local ok, err = cache:put(key, value)
+      local got
+      if ok then got, err = cache:get(key) end
+      if not ok or (got == nil and err) then
+        check(type(err) == "string", "an error as nil, err")
+        ngx.update_time()
+        last_error, clean = ngx.now(), false
+      elseif got ~= nil and not written[key][got] then
+        wrong = wrong + 1
+      end
+    end
+    if not clean then ngx.sleep(0.05) end
+    ngx.update_time()
+  until clean or ngx.now() - killed > 20
+  check(clean, "no clean pass within 20 s")
+  eq(wrong, 0, "wrong values")
+  local back = (last_error or killed) - killed
+  check(back < 10, "errors until %.2f s after the kill", back)
+end)
+
 return M
