@@ -920,6 +920,52 @@ function M.concurrent(i, run)
   return string.format("%d %s %d", i, tostring(v.i), state.most)
 end
 
+-- A master of the second cluster (3 masters, 3 replicas, node timeout 1 s)
+-- killed with SIGKILL under a loop of puts and gets over cosockets: calls
+-- succeed again within cluster-node-timeout + 3 s, no wrong value.
+case("redis cluster (cosocket): a master SIGKILLed, calls succeed again within node timeout + 3 s, no wrong value", function()
+  local nodes, seeds, victim = behaviour_cases.fcluster, {}, nil
+  for i, nd in ipairs(nodes) do
+    seeds[i] = "127.0.0.1:" .. nd.port
+    local role = node(nd.port, "ROLE")
+    if not victim and type(role) == "table" and role[1] == "master" then victim = nd end
+  end
+  check(victim, "no master among the nodes")
+  local cache = cachy.new({ stores = { main = { driver = "redis", transport = "cosocket", cluster = seeds } } })
+  local written, wrong = {}, 0
+  for i = 1, 300 do
+    check(cache:put("cf" .. i, "v" .. i .. " 0") == true, "put %d before the kill", i)
+    written["cf" .. i] = { ["v" .. i .. " 0"] = true }
+  end
+  ngx.sleep(0.3)
+  os.execute("kill -9 " .. victim.pid)
+  ngx.update_time()
+  local killed, last_error, round, clean = ngx.now(), nil, 0, false
+  repeat
+    round, clean = round + 1, true
+    for i = 1, 300 do
+      local key, value = "cf" .. i, "v" .. i .. " " .. round
+      written[key][value] = true
+      local ok, err = cache:put(key, value)
+      local got
+      if ok then got, err = cache:get(key) end
+      if not ok or (got == nil and err) then
+        check(type(err) == "string", "an error as nil, err")
+        ngx.update_time()
+        last_error, clean = ngx.now(), false
+      elseif got ~= nil and not written[key][got] then
+        wrong = wrong + 1
+      end
+    end
+    if not clean then ngx.sleep(0.05) end
+    ngx.update_time()
+  until clean or ngx.now() - killed > 20
+  check(clean, "no clean pass within 20 s")
+  eq(wrong, 0, "wrong values")
+  local back = (last_error or killed) - killed
+  check(back < 1 + 3, "errors until %.2f s after the kill", back)
+end)
+
 -- Last, as it ends the sentinels' master: killed with SIGKILL under a loop
 -- of puts and gets over cosockets; calls succeed again on the promoted
 -- replica within 10 s, and no read returns a value never written.
