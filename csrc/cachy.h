@@ -156,6 +156,8 @@ int cachy_put_many(cachy_store *s, const cachy_slice *keys, const cachy_slice *v
                    int64_t ttl_ms, cachy_error *err);                                  /* 0, -1 */
 int cachy_stats_of(cachy_store *s, cachy_stats *out, cachy_error *err);                /* 0, -1 (driver has none: EMISUSE) */
 int cachy_prune(cachy_store *s, cachy_error *err);                                     /* 0, -1 (driver has none: EMISUSE) */
+/* The lifetime key has left in *ms_left (0 = no expiry). */
+int cachy_ttl(cachy_store *s, cachy_slice key, int64_t *ms_left, cachy_error *err);    /* 1, 0 missing, -1 (driver cannot tell: EMISUSE) */
 
 /* ---- helpers for drivers ----------------------------------------------- */
 

@@ -105,6 +105,7 @@ function M.new(config, serializers)
     mgr._repos[name] = repository.new(ms, name, store_config)
   end
   mgr._repo = mgr._repos[config.default]
+  ms.repos = mgr._repos      -- a tiered store's levels
   -- A C store's fast methods go into its repository and, for the default
   -- store, into the manager, once the store is opened.
   function ms.bind(repo, fast)

@@ -56,6 +56,9 @@ local function cosockets_wanted(config)
     and type(ngx.socket) == "table" and config.transport ~= "blocking"
 end
 
+-- Drivers written in Lua that come with cachy (SPEC section 11).
+local LUA_DRIVERS = { shdict = "cachy.resty.shdict", tiered = "cachy.tiered" }
+
 -- Resolves the driver on first use (extend may come after new): a
 -- registered Lua driver, else a built-in one. Raises for neither.
 function Repository:_store()
@@ -69,6 +72,10 @@ function Repository:_store()
   local bind = factory == nil
   if factory then
     st = luastore.new(name, driver, prefix, config, factory)
+  elseif LUA_DRIVERS[driver] then
+    local mod = require(LUA_DRIVERS[driver])
+    if driver == "tiered" then st = mod.new(name, config, 3, ms) else st = mod.new(name, prefix, config, 3) end
+    bind = false
   else
     st = core.open(name, driver, prefix, config)
     if st == nil then
