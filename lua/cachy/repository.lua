@@ -74,7 +74,7 @@ function Repository:_store()
     st = luastore.new(name, driver, prefix, config, factory)
   elseif LUA_DRIVERS[driver] then
     local mod = require(LUA_DRIVERS[driver])
-    if driver == "tiered" then st = mod.new(name, config, 3, ms) else st = mod.new(name, prefix, config, 3) end
+    if driver == "tiered" then st = mod.new(name, config, ms) else st = mod.new(name, prefix, config) end
     bind = false
   else
     st = core.open(name, driver, prefix, config)

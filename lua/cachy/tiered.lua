@@ -37,19 +37,28 @@ local PER_PROCESS = { memory = true, dict = true }
 local Tiered = {}
 Tiered.__index = Tiered
 
+-- The longest life of a copy, in ms: max_stale, less 5 ms, since the
+-- memory store's clock (the kernel's coarse one) may run up to a tick
+-- behind, so a copy may outlive its lifetime by that much.
+local function copy_cap(max_stale)
+  local ms = math.floor(max_stale * 1000)
+  if ms > 50 then ms = ms - 5 end
+  return ms
+end
+
 local function in_nginx()
   local ngx = rawget(_G, "ngx")
   return type(ngx) == "table" and type(ngx.shared) == "table" and type(ngx.timer) == "table"
 end
 
 -- The store `name` over the stores config.levels of manager state ms
--- (their repositories are ms.repos). Raises (at level) when a level
--- cannot be opened, or when events are needed and have no zone.
-function M.new(name, config, level, ms)
+-- (their repositories are ms.repos). Raises when a level cannot be
+-- opened, or when events are needed and have no zone.
+function M.new(name, config, ms)
   local names = config.levels
   local self = setmetatable({
     name = name,
-    max_stale_ms = math.floor((config.max_stale or 1) * 1000),
+    max_stale_ms = copy_cap(config.max_stale or 1),
     levels = {},
     desc = "store '" .. name .. "' (tiered " .. table.concat(names, ", ") .. ")",
   }, Tiered)
@@ -70,11 +79,11 @@ function M.new(name, config, level, ms)
     if zone_name == nil then
       error(self.desc .. ": inside nginx, level '" .. per_process .. "' is per worker, so changes"
         .. " reach the other workers through events in a lua_shared_dict zone: give field 'events'"
-        .. " (a zone's name) or a shdict level", level + 1)
+        .. " (a zone's name) or a shdict level", 0)
     end
     local zone = ngx.shared[zone_name]
     if zone == nil then
-      error(self.desc .. ": nginx has no lua_shared_dict zone '" .. zone_name .. "' for its events", level + 1)
+      error(self.desc .. ": nginx has no lua_shared_dict zone '" .. zone_name .. "' for its events", 0)
     end
     self.ev = require("cachy.resty.events").new(zone, zone_name, name)
     self.seen = self.ev:seq()
@@ -84,6 +93,12 @@ end
 
 function Tiered:describe()
   return self.desc
+end
+
+-- A level's failure, named as this store's: "store 't' (tiered ...):
+-- store 'redis' (redis ...): cause".
+local function failed(self, err, code)
+  return nil, self.desc .. ": " .. tostring(err), code
 end
 
 -- ---- events (inside nginx) ---------------------------------------------------
@@ -185,7 +200,7 @@ function Tiered:get(key)
       return v
     end
     -- a level above the authority that fails is passed over
-    if err and i == n then return nil, err, code end
+    if err and i == n then return failed(self, err, code) end
   end
   return nil
 end
@@ -202,7 +217,7 @@ function Tiered:many(keys)
     for j = 1, #missing do ks[j] = keys[missing[j]] end
     local got, err, code = levels[i].st:many(ks)
     if got == nil then
-      if i == n then return nil, err, code end
+      if i == n then return failed(self, err, code) end
     else
       local still = {}
       for j = 1, #missing do
@@ -225,7 +240,9 @@ end
 function Tiered:ttl(key)
   local ttl = self.auth.ttl
   if ttl == nil then return nil, self.desc .. ": its last level cannot tell a key's lifetime", "misuse" end
-  return ttl(self.auth, key)
+  local ms, err, code = ttl(self.auth, key)
+  if err then return failed(self, err, code) end
+  return ms
 end
 
 -- ---- writes ---------------------------------------------------------------------
@@ -238,14 +255,14 @@ local function invalidate(self, key)
   local ev = self.ev
   if ev then
     local posted, perr, pcode = ev:post(key or "")
-    if not posted then ok, err, code = nil, perr, pcode end
+    if not posted then ok, err, code = failed(self, perr, pcode) end
   end
   local levels = self.levels
   for i = 1, self.n - 1 do
     local st = levels[i].st
     local done, lerr, lcode
     if key then done, lerr, lcode = st:forget(key) else done, lerr, lcode = st:flush() end
-    if done == nil and ok then ok, err, code = nil, lerr, lcode end
+    if done == nil and ok then ok, err, code = failed(self, lerr, lcode) end
   end
   return ok, err, code
 end
@@ -253,7 +270,7 @@ end
 -- What the authority's write returned, unless removing the copies failed.
 local function written(self, key, r, err, code)
   local ok, ierr, icode = invalidate(self, key)
-  if r == nil then return nil, err, code end
+  if r == nil then return failed(self, err, code) end
   if not ok then return nil, ierr, icode end
   return r
 end
@@ -275,7 +292,7 @@ end
 
 function Tiered:incr(key, by, shown_key, verb)
   local n, err, code = self.auth:incr(key, by, shown_key, verb)
-  if n == nil and (code == "not_integer" or code == "overflow") then return nil, err, code end
+  if n == nil and (code == "not_integer" or code == "overflow") then return failed(self, err, code) end
   return written(self, key, n, err, code)
 end
 
@@ -291,7 +308,7 @@ function Tiered:put_many(keys, vals, ms)
     local done, e, c = invalidate(self, keys[i])
     if not done and ok then ok, ierr, icode = nil, e, c end
   end
-  if r == nil then return nil, err, code end
+  if r == nil then return failed(self, err, code) end
   if not ok then return nil, ierr, icode end
   return r
 end

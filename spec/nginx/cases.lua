@@ -715,6 +715,7 @@ function M.mc_place()
 end
 
 behaviour_cases.add(case)
+require("shdict_cases").add(case)
 
 -- Interop with plain Lua (spec/nginx/run): /?interop=put writes a value on
 -- a cosocket for lua5.4 to read through the blocking driver; /?interop=get

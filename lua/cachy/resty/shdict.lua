@@ -40,20 +40,20 @@ local MAX_KEY = 65535
 local Store = {}
 Store.__index = Store
 
--- A store on zone `dict` for the store `name`. Raises (at `level`) outside
--- nginx or when the zone is not declared: the store cannot work at all.
-function M.new(name, prefix, config, level)
+-- A store on zone `dict` for the store `name`. Raises outside nginx or
+-- when the zone is not declared: the store cannot work at all.
+function M.new(name, prefix, config)
   local zone_name = config.dict
   local desc = "store '" .. name .. "' (shdict " .. zone_name .. ")"
   local ngx = rawget(_G, "ngx")
   if type(ngx) ~= "table" or type(ngx.shared) ~= "table" then
     error(desc .. ": lua_shared_dict zone '" .. zone_name
-      .. "' can only be used inside nginx (ngx.shared is not available)", level + 1)
+      .. "' can only be used inside nginx (ngx.shared is not available)", 0)
   end
   local zone = ngx.shared[zone_name]
   if zone == nil then
     error(desc .. ": nginx has no lua_shared_dict zone '" .. zone_name
-      .. "' (declare it in the http block: lua_shared_dict " .. zone_name .. " 10m;)", level + 1)
+      .. "' (declare it in the http block: lua_shared_dict " .. zone_name .. " 10m;)", 0)
   end
   return setmetatable({ name = name, prefix = prefix or "", zone = zone, zone_name = zone_name,
                         desc = desc }, Store)
