@@ -112,6 +112,11 @@ function M.new(config, serializers)
     repository.install(repo, fast)
     if repo == mgr._repo then repository.install(mgr, fast) end
   end
+  -- (a tiered store's get: see cachy.tiered's fast_get)
+  function ms.bind_get(repo, get)
+    repo.get = get
+    if repo == mgr._repo then mgr.get = get end
+  end
   return setmetatable(mgr, Manager)
 end
 

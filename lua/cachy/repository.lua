@@ -98,6 +98,9 @@ function Repository:_store()
   base._st = st
   if bind and sname == "msgpack" then
     ms.bind(base, core.bind(st, ms.default_ms))
+  elseif st.fast_get then       -- a tiered store's first-level hits
+    local get = st:fast_get(Repository.get)
+    if get then ms.bind_get(base, get) end
   end
   return st
 end

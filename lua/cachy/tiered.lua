@@ -74,6 +74,7 @@ function M.new(name, config, ms)
   end
   self.n = #names
   self.auth = self.levels[self.n].st
+  self.l1_repo = ms.repos[names[1]]
   if per_process and in_nginx() then
     local zone_name = config.events or self.events_zone
     if zone_name == nil then
@@ -234,6 +235,27 @@ function Tiered:many(keys)
     if #missing == 0 then break end
   end
   return out
+end
+
+-- A repository get for this store that answers a first-level hit through
+-- that level's own repository get when it is bound to C (the memory
+-- store's, lcachy_fast.c): the value decoded in one call, as a
+-- memory-store hit costs. Anything else (a miss, a key to refuse, a
+-- worker whose poller is not running yet) goes to slow_get. nil when the
+-- first level has no such get.
+function Tiered:fast_get(slow_get)
+  local l1 = self.l1_repo
+  local fast = l1._fast
+  if fast == nil then return nil end
+  local fget = fast.get
+  local st = self
+  return function(repo, key, default)
+    if type(key) == "string" and key ~= "" and (st.polling or not st.ev) then
+      local v = fget(l1, key)
+      if v ~= nil then return v end
+    end
+    return slow_get(repo, key, default)
+  end
 end
 
 -- The lifetime the key has left at the authority.
