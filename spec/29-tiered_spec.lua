@@ -72,21 +72,51 @@ describe("tiered", function()
     },
   })
 
-  it("copies a value into the level above with the lifetime it has left, at most max_stale", function()
-    local c = tiered(redis_store(), { max_stale = 60 })
-    assert(c:flush())
-    assert.are.equal(true, c:store("last"):put("k", "v", 0.5))        -- 30 s
-    assert.are.equal(true, c:store("last"):forever("f", "w"))
-    assert.are.equal(nil, c:store("memory"):get("k"))
-    assert.are.equal("v", c:get("k"))
-    assert.are.equal("v", c:store("memory"):get("k"))                 -- the copy, same key
-    local mem = c:store("memory"):_store()
-    local left = mem:ttl("k")
-    assert.is_true(left > 29000 and left <= 30000, "left " .. tostring(left))
-    assert.are.equal("w", c:get("f"))
-    left = mem:ttl("f")
-    assert.is_true(left > 59000 and left <= 59995, "left " .. tostring(left))
-    assert.are.same({ k = "v", f = "w" }, c:many({ "k", "f", "none" }))
+  for _, last in ipairs({ "redis", "file" }) do
+    it("copies a value from " .. last .. " into the level above with the lifetime it has left, at most max_stale", function()
+      local c = tiered(last == "redis" and redis_store() or { driver = "file", path = dir .. "/copies" }, { max_stale = 60 })
+      assert(c:flush())
+      assert.are.equal(true, c:store("last"):put("k", "v", 0.5))        -- 30 s
+      assert.are.equal(true, c:store("last"):forever("f", "w"))
+      assert.are.equal(nil, c:store("memory"):get("k"))
+      assert.are.equal("v", c:get("k"))
+      assert.are.equal("v", c:store("memory"):get("k"))                 -- the copy, same key
+      local mem = c:store("memory"):_store()
+      local left = mem:ttl("k")
+      assert.is_true(left > 29000 and left <= 30000, "left " .. tostring(left))
+      assert.are.equal("w", c:get("f"))
+      left = mem:ttl("f")
+      assert.is_true(left > 59000 and left <= 59995, "left " .. tostring(left))
+      assert.are.same({ k = "v", f = "w" }, c:many({ "k", "f", "none" }))
+    end)
+  end
+
+  it("a store's ttl: milliseconds left, 0 without expiry, nothing for a miss; memcached cannot tell", function()
+    local c = cachy.new({
+      default = "memory",
+      stores = {
+        memory = { driver = "memory" },
+        redis = redis_store(),
+        file = { driver = "file", path = dir .. "/ttl" },
+        memcached = { driver = "memcached", servers = { "127.0.0.1:1" } },
+      },
+    })
+    managers[#managers + 1] = c
+    for _, name in ipairs({ "memory", "redis", "file" }) do
+      local repo = c:store(name)
+      assert(repo:put("t", 1, 0.5))
+      assert(repo:forever("f", 1))
+      assert(repo:forget("none") ~= nil)
+      local st = repo:_store()
+      local left = st:ttl("t")
+      assert.is_true(left > 29000 and left <= 30000, name .. " left " .. tostring(left))
+      assert.are.equal(0, st:ttl("f"), name)
+      assert.are.equal(0, select("#", st:ttl("none")), name)
+    end
+    local v, err, code = c:store("memcached"):_store():ttl("k")
+    assert.is_nil(v)
+    assert.are.equal("store 'memcached' (memcached 127.0.0.1:1): the memcached driver cannot tell a key's lifetime", err)
+    assert.are.equal("misuse", code)
   end)
 
   it("answers from the first level that holds the key", function()
