@@ -15,12 +15,12 @@
 -- within max_stale. Inside nginx, copies held per worker (a memory level,
 -- a store written in Lua) are also dropped through invalidation events in
 -- a lua_shared_dict zone (cachy.resty.events), read by every worker every
--- POLL seconds. A read that copies a key checks the events after the copy
--- and drops the copy when a change of that key was posted since it began
--- reading: a value read before a write cannot be copied after the writer
--- removed the copies. A writer posts the event before it removes the
--- copies, so either the reader sees the event, or its copy is older than
--- the removal.
+-- POLL seconds. A read that copies a key first applies the events posted
+-- so far, makes no copy when one of those posted since it began reading
+-- concerns the key, and checks again after copying: a value read before a
+-- write is never left as a copy after the writer removed the copies. A
+-- writer posts the event before it removes the copies, so either the
+-- reader sees the event, or its copy is older than the removal.
 --
 -- Lock leases (SPEC section 12) will need forget_if(key, bytes): on the
 -- authority, then the same removal of the copies as forget.
@@ -88,6 +88,8 @@ function M.new(name, config, ms)
     end
     self.ev = require("cachy.resty.events").new(zone, zone_name, name)
     self.seen = self.ev:seq()
+    self.on_key = function(key) self:drop_local(key) end
+    self.on_all = function() self:drop_local(nil) end
   end
   return self
 end
@@ -105,7 +107,7 @@ end
 -- ---- events (inside nginx) ---------------------------------------------------
 
 -- Drops this process's copies: of key, or (key nil) all of them.
-local function drop_local(self, key)
+function Tiered:drop_local(key)
   local levels = self.levels
   for i = 1, self.n - 1 do
     local l = levels[i]
@@ -116,9 +118,7 @@ local function drop_local(self, key)
 end
 
 function Tiered:poll()
-  self.seen = self.ev:read(self.seen,
-    function(key) drop_local(self, key) end,
-    function() drop_local(self, nil) end)
+  self.seen = self.ev:read(self.seen, self.on_key, self.on_all)
 end
 
 -- The worker's poller: a chain of timers holding the store weakly, so a

@@ -115,6 +115,57 @@ function M.add(case)
     check(left > 59000 and left <= 59995, "a copy of a value without expiry lives max_stale: %s ms", tostring(left))
     check(same(cache:store("m"):many({ "k", "f" }), { k = "v", f = "v" }), "both copied under the same keys")
   end)
+
+  case("tiered: inside nginx, a per-worker level needs an events zone: raises naming the field", function()
+    local cache = cachy.new({
+      default = "t",
+      stores = {
+        t = { driver = "tiered", levels = { "m", "r" } },
+        m = { driver = "memory" },
+        r = { driver = "redis", port = require("behaviour_cases").redis_port() },
+      },
+    })
+    local ok, err = pcall(cache.get, cache, "k")
+    check(not ok and err == "store 't' (tiered m, r): inside nginx, level 'm' is per worker, so changes reach"
+      .. " the other workers through events in a lua_shared_dict zone: give field 'events' (a zone's name)"
+      .. " or a shdict level", "raised %s", tostring(err))
+    cache = cachy.new({
+      default = "t",
+      stores = {
+        t = { driver = "tiered", levels = { "m", "r" }, events = "cachy_spec" },
+        m = { driver = "memory" },
+        r = { driver = "redis", port = require("behaviour_cases").redis_port() },
+      },
+    })
+    check(cache:put("k", "v") == true and cache:get("k") == "v", "with events = 'cachy_spec'")
+  end)
+
+  case("tiered events: read in order; one that cannot be read, a flush or too many at once drop everything", function()
+    local events = require("cachy.resty.events")
+    local ch = events.new(ngx.shared.cachy_spec, "cachy_spec", "probe-" .. ngx.now())
+    local from = ch:seq()
+    assert(ch:post("a"))
+    assert(ch:post("b"))
+    local keys, all = {}, 0
+    local function on_key(k) keys[#keys + 1] = k end
+    local function on_all() all = all + 1 end
+    local next_from = ch:read(from, on_key, on_all)
+    check(next_from == from + 2 and same(keys, { "a", "b" }) and all == 0, "two keys read")
+    check(ch:touches(from, next_from, "b") and not ch:touches(from, next_from, "c"), "touches")
+    assert(ch:post("c"))
+    ngx.shared.cachy_spec:delete(ch.base .. (next_from + 1))      -- evicted
+    keys = {}
+    next_from = ch:read(next_from, on_key, on_all)
+    check(all == 1 and #keys == 0, "a missing event drops everything")
+    check(ch:touches(next_from - 1, next_from, "zzz"), "and touches every key")
+    assert(ch:post(""))
+    next_from = ch:read(next_from, on_key, on_all)
+    check(all == 2, "a flush drops everything")
+    for i = 1, events.MAX_BATCH + 1 do assert(ch:post("k" .. i)) end
+    keys = {}
+    next_from = ch:read(next_from, on_key, on_all)
+    check(all == 3 and #keys == 0 and next_from == ch:seq(), "too many at once")
+  end)
 end
 
 return M

@@ -18,8 +18,9 @@ local format = string.format
 local M = {}
 
 -- How long an event stays readable: a process that has not polled for
--- this long drops all its copies instead.
-local EXPIRE = 30
+-- this long drops all its copies instead. Short, since every write keeps
+-- one entry in the zone for this long.
+local EXPIRE = 3
 -- Beyond this many events at once, dropping everything is cheaper.
 M.MAX_BATCH = 1000
 local MAX_BATCH = M.MAX_BATCH
