@@ -6,8 +6,11 @@
 -- checks. (Inside nginx: spec/nginx/workers and the nginx suite.)
 --
 -- Lua 5.4 only: it waits for lifetimes and for another process, and the
--- drivers are Lua over the same C handles on every interpreter.
+-- drivers are Lua over the same C handles on every interpreter. On the
+-- sanitizer build (spec/run preloads libasan) only the cases that wait
+-- for nothing run again: the C they reach is the ttl slot.
 if rawget(_G, "jit") or _VERSION ~= "Lua 5.4" then return end
+local sanitized = (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true) ~= nil
 
 local cachy = require("cachy")
 local behaviour = require("behaviour")
@@ -50,27 +53,29 @@ describe("tiered", function()
 
   local function redis_store() return { driver = "redis", port = server.port } end
 
-  behaviour("tiered memory, redis", {
-    config = function() return { driver = "tiered", levels = { "l1", "l2" }, max_stale = 60 } end,
-    manager_config = {
-      stores = {
-        main = { driver = "tiered", levels = { "l1", "l2" }, max_stale = 60 },
-        l1 = { driver = "memory" },
-        l2 = l2_redis,
+  if not sanitized then
+    behaviour("tiered memory, redis", {
+      config = function() return { driver = "tiered", levels = { "l1", "l2" }, max_stale = 60 } end,
+      manager_config = {
+        stores = {
+          main = { driver = "tiered", levels = { "l1", "l2" }, max_stale = 60 },
+          l1 = { driver = "memory" },
+          l2 = l2_redis,
+        },
       },
-    },
-  })
+    })
 
-  behaviour("tiered memory, file", {
-    config = function() return { driver = "tiered", levels = { "l1", "l2" } } end,
-    manager_config = {
-      stores = {
-        main = { driver = "tiered", levels = { "l1", "l2" } },
-        l1 = { driver = "memory" },
-        l2 = { driver = "file", path = dir },
+    behaviour("tiered memory, file", {
+      config = function() return { driver = "tiered", levels = { "l1", "l2" } } end,
+      manager_config = {
+        stores = {
+          main = { driver = "tiered", levels = { "l1", "l2" } },
+          l1 = { driver = "memory" },
+          l2 = { driver = "file", path = dir },
+        },
       },
-    },
-  })
+    })
+  end
 
   for _, last in ipairs({ "redis", "file" }) do
     it("copies a value from " .. last .. " into the level above with the lifetime it has left, at most max_stale", function()
@@ -169,7 +174,8 @@ describe("tiered", function()
   -- its own { memory, redis } store, max_stale = 1: each reads k (its
   -- memory level holds a copy), the other writes, the reader sees the new
   -- value within 1 s of the write.
-  it("two processes with max_stale = 1 see each other's writes within 1 s", function()
+  local slow_it = sanitized and pending or it
+  slow_it("two processes with max_stale = 1 see each other's writes within 1 s", function()
     local prefix = "two:" .. os.time() .. ":"
     local sync = dir .. "/sync-" .. math.random(1e9)
     os.execute("mkdir -p " .. util.q(sync))
