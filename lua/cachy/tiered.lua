@@ -22,8 +22,9 @@
 -- writer posts the event before it removes the copies, so either the
 -- reader sees the event, or its copy is older than the removal.
 --
--- Lock leases (SPEC section 12) will need forget_if(key, bytes): on the
--- authority, then the same removal of the copies as forget.
+-- Locks (SPEC section 12) live at the authority: forget_if and touch_if
+-- act there (atomic as the authority makes them), then remove the copies
+-- of the key as a write does.
 local M = {}
 
 -- Seconds between two reads of the events by a worker.
@@ -302,10 +303,15 @@ function Tiered:put(key, bytes, ms)
   return written(self, key, self.auth:put(key, bytes, ms))
 end
 
+-- A conditional write (add, forget_if, touch_if): false when the
+-- authority changed nothing, so no copy goes.
+local function if_done(self, key, done, err, code)
+  if done == false then return false end
+  return written(self, key, done, err, code)
+end
+
 function Tiered:add(key, bytes, ms)
-  local added, err, code = self.auth:add(key, bytes, ms)
-  if added == false then return false end
-  return written(self, key, added, err, code)
+  return if_done(self, key, self.auth:add(key, bytes, ms))
 end
 
 function Tiered:forget(key)
@@ -321,6 +327,15 @@ end
 -- Flushes the authority, then every level above it (all of their items).
 function Tiered:flush()
   return written(self, nil, self.auth:flush())
+end
+
+-- (a lock's item: acquired by add, released and refreshed by these)
+function Tiered:forget_if(key, bytes)
+  return if_done(self, key, self.auth:forget_if(key, bytes))
+end
+
+function Tiered:touch_if(key, bytes, ms)
+  return if_done(self, key, self.auth:touch_if(key, bytes, ms))
 end
 
 function Tiered:put_many(keys, vals, ms)

@@ -1,8 +1,8 @@
 -- cachy.resty.shdict: the shdict driver (SPEC section 11), a store over a
 -- lua_shared_dict zone that every worker of one nginx shares, behind the
 -- bytes interface of the other stores (cachy.luastore has it: get, put,
--- add, forget, incr, flush, many, put_many, stats, prune, ttl, close,
--- describe; lifetimes in milliseconds).
+-- add, forget, incr, flush, many, put_many, forget_if, touch_if, stats,
+-- prune, ttl, close, describe; lifetimes in milliseconds).
 --
 -- Values are the serializer's bytes, as on every store, with one
 -- exception: a top-level integer (the decimal text every store keeps) is
@@ -18,9 +18,13 @@
 -- events). Keys longer than a shared dict takes (65535 bytes) are kept
 -- under a hashed form.
 --
--- Lock leases (SPEC section 12) will need forget_if(key, bytes): a shared
--- dict has no compare-and-delete, so it must be built on its add/incr
--- (a per-key generation), not on a get then a delete.
+-- Locks (SPEC section 12): a shared dict has no compare-and-delete, so
+-- forget_if and touch_if read the item, compare, and act only when its
+-- lifetime has LEASE_MARGIN left: then it cannot expire (and another
+-- owner's add take its place) between the read and the change, which
+-- follow each other in the worker without a yield. An item that
+-- force_release removes and another owner adds in those microseconds is
+-- the race left.
 local core = require("cachy.core")
 
 local hash, quote_key, encode = core.hash, core.quote_key, core.encode
@@ -36,6 +40,9 @@ local RESERVED = M.RESERVED
 -- The counters a double holds exactly.
 local MAX_EXACT = 2 ^ 53 - 1
 local MAX_KEY = 65535
+-- The lifetime an item must have left for forget_if and touch_if to act
+-- on it (seconds); one closer to its end is left to expire.
+local LEASE_MARGIN = 0.1
 
 local Store = {}
 Store.__index = Store
@@ -193,6 +200,40 @@ function Store:put_many(keys, vals, ms)
   for i = 1, #keys do
     local ok, err = zone:set(zkey(self, keys[i]), stored(vals[i]), exptime)
     if not ok then return write_fail(self, err) end
+  end
+  return true
+end
+
+-- Whether the zone's item under k holds exactly bytes with enough life
+-- left to be changed safely (see the top): true; false; or "ending" when
+-- it holds them but is about to expire by itself.
+local function held(zone, k, bytes)
+  local v = zone:get(k)
+  if v == nil or bytes_of(v) ~= bytes then return false end
+  local left = zone:ttl(k)
+  if left == nil or left < 0 then return false end
+  if left ~= 0 and left < LEASE_MARGIN then return "ending" end
+  return true
+end
+
+-- forget_if(key, bytes): removes key if it holds exactly bytes. An item
+-- within LEASE_MARGIN of its end is left to expire, and counts as removed.
+function Store:forget_if(key, bytes)
+  local k, zone = zkey(self, key), self.zone
+  local h = held(zone, k, bytes)
+  if h == true then zone:delete(k) end
+  return h ~= false
+end
+
+-- touch_if(key, bytes, ms): a lifetime of ms from now, if key holds
+-- exactly bytes (and has not come within LEASE_MARGIN of its end).
+function Store:touch_if(key, bytes, ms)
+  local k, zone = zkey(self, key), self.zone
+  if held(zone, k, bytes) ~= true then return false end
+  local ok, err = zone:expire(k, seconds(ms))
+  if not ok then
+    if err == "not found" then return false end
+    return fail(self, "backend", tostring(err))
   end
   return true
 end
