@@ -14,6 +14,9 @@
 -- memcached's incr while the counter stays at or above zero and by
 -- compare-and-swap below it, with the same wrap and overflow handling.
 --
+-- A single-key round trip's first read is given the whole `timeout` (what
+-- is left of it, later reads); connect sets it.
+--
 -- Failures: a call that fails on a pooled connection (not a timeout) runs
 -- again on a new one; then, with several servers, the server is left out
 -- for 2 s (per worker, per store) and the call runs on the key's next
@@ -42,6 +45,8 @@ local GET, SET, ADD, DELETE, INCR, FLUSH, NOOP, GETKQ, SETQ = 0x00, 0x01, 0x02, 
 local ST_OK, ST_NOT_FOUND, ST_EXISTS, ST_E2BIG, ST_EINVAL, ST_NOT_STORED, ST_DELTA_BADVAL, ST_ENOMEM =
   0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x82
 local ATTEMPTS = 3            -- tries of a single-key call (store_memcached.c's MC_ATTEMPTS)
+local READ_CHUNK = 16384
+local RELATIVE_MAX = 2592000  -- exptimes up to 30 days are relative (memcached_wire.h)
 local REPAIR_TRIES = 200
 local MAX_BODY = 1024 * 1024 * 1024
 local NO_EXTRAS4 = "\0\0\0\0"
@@ -135,6 +140,20 @@ local function connect(self, i)
   return sock
 end
 
+local function response(op, status, opaque, cas, body, elen, klen)
+  return {
+    op = op, status = status, opaque = opaque, cas = cas,
+    extras = body:sub(1, elen), key = body:sub(elen + 1, elen + klen),
+    value = body:sub(elen + klen + 1),
+  }
+end
+
+local function unknown_failure(self, i, sock)
+  sock:close()
+  local _, msg = fail(self, i, "closed", "unknown read failure")
+  return nil, msg, "closed", true
+end
+
 -- Reads one response within the round trip's deadline: a table
 -- { op, status, opaque, cas, extras, key, value }, or the io_fail values.
 local function read_response(self, i, sock, deadline)
@@ -145,18 +164,10 @@ local function read_response(self, i, sock, deadline)
   local h, err = sock:receive(24)
   if not h then return io_fail(self, i, sock, err) end
   local op, status, klen, elen, blen, opaque, cas = mc_header(h)
-  if not op then
-    sock:close()
-    local _, msg = fail(self, i, "closed", "unknown read failure")
-    return nil, msg, "closed", true
-  end
+  if not op then return unknown_failure(self, i, sock) end
   local body = ""
   if blen > 0 then
-    if blen > MAX_BODY or klen + elen > blen then
-      sock:close()
-      local _, msg = fail(self, i, "closed", "unknown read failure")
-      return nil, msg, "closed", true
-    end
+    if blen > MAX_BODY or klen + elen > blen then return unknown_failure(self, i, sock) end
     update_time()
     left = deadline - now()
     if left <= 0 then return io_fail(self, i, sock, "timeout") end
@@ -164,18 +175,48 @@ local function read_response(self, i, sock, deadline)
     body, err = sock:receive(blen)
     if not body then return io_fail(self, i, sock, err) end
   end
-  return {
-    op = op, status = status, opaque = opaque, cas = cas,
-    extras = body:sub(1, elen), key = body:sub(elen + 1, elen + klen),
-    value = body:sub(elen + klen + 1),
-  }
+  return response(op, status, opaque, cas, body, elen, klen)
 end
 
--- Sends bytes and reads one response.
+-- Reads `want` more bytes after `have` within the deadline; the socket's
+-- read timeout is then the whole `timeout` again, for the next round trip.
+local function read_more(self, i, sock, deadline, have, want)
+  update_time()
+  local left = deadline - now()
+  if left <= 0 then return io_fail(self, i, sock, "timeout") end
+  sock:settimeouts(self.cto_ms, self.to_ms, timeout_ms(left))
+  local more, err = sock:receive(want)
+  if not more then return io_fail(self, i, sock, err) end
+  sock:settimeouts(self.cto_ms, self.to_ms, self.to_ms)
+  return have .. more
+end
+
+-- Sends bytes and reads the one response they ask for. The first read
+-- takes what has come (a whole response, in the common case: parsed with
+-- no further socket call); the rest of a response that came in parts is
+-- read within the round trip's deadline. Bytes beyond the one response
+-- are a broken stream: the connection is closed.
 local function round_trip(self, i, sock, bytes)
+  local deadline = now() + self.timeout
   local ok, err = sock:send(bytes)
   if not ok then return io_fail(self, i, sock, err) end
-  return read_response(self, i, sock, now() + self.timeout)
+  local data
+  data, err = sock:receiveany(READ_CHUNK)
+  if not data then return io_fail(self, i, sock, err) end
+  local code, failure
+  if #data < 24 then
+    data, err, code, failure = read_more(self, i, sock, deadline, data, 24 - #data)
+    if not data then return nil, err, code, failure end
+  end
+  local op, status, klen, elen, blen, opaque, cas = mc_header(data)
+  if not op or blen > MAX_BODY or klen + elen > blen or #data > 24 + blen then
+    return unknown_failure(self, i, sock)
+  end
+  if #data < 24 + blen then
+    data, err, code, failure = read_more(self, i, sock, deadline, data, 24 + blen - #data)
+    if not data then return nil, err, code, failure end
+  end
+  return response(op, status, opaque, cas, data:sub(25), elen, klen)
 end
 
 -- A response status that is not the answer the caller handles, as the
@@ -199,12 +240,13 @@ local function status_fail(self, i, sock, r, vlen)
   return fail(self, i, "backend", text)
 end
 
--- Runs body(self, i, sock) on the server that owns the wire key wk, with
--- the blocking driver's tries (store_memcached.c's try_again): after a
--- failure on a pooled connection (not a timeout), once more on a new one;
--- then, with several servers, the server is left out and the call runs on
--- the key's new owner. body returns its results, or the io_fail values.
-local function single(self, wk, body)
+-- Runs body(self, i, sock, wk, a, b, c, d) on the server that owns the
+-- wire key wk, with the blocking driver's tries (store_memcached.c's
+-- try_again): after a failure on a pooled connection (not a timeout), once
+-- more on a new one; then, with several servers, the server is left out
+-- and the call runs on the key's new owner. body returns its results, or
+-- the io_fail values.
+local function single(self, wk, body, a1, a2, a3, a4)
   if self.checked then return fail(self, nil, "misuse", self.checked) end
   local failures, reconnected = 0, false
   while true do
@@ -214,7 +256,7 @@ local function single(self, wk, body)
     local a, b, c, d
     if sock then
       reused = (sock:getreusedtimes() or 0) > 0
-      a, b, c, d = body(self, i, sock)
+      a, b, c, d = body(self, i, sock, wk, a1, a2, a3, a4)
       if not d then return a, b, c end
       err, code = b, c
     end
@@ -230,43 +272,52 @@ local function single(self, wk, body)
   end
 end
 
-local function store_request(op, wk, bytes, ms, cas, flags)
-  return mc_request(op, wk, mc_store_extras(flags or 0, mc_expiry(ms or 0)), bytes, cas, 0)
+-- The set/add extras (flags 0) of a lifetime; the last relative one is
+-- kept (an absolute exptime moves with the clock).
+local function store_extras(self, ms)
+  ms = ms or 0
+  if ms == self.extras_ms then return self.extras end
+  local exptime = mc_expiry(ms)
+  local extras = mc_store_extras(0, exptime)
+  if exptime <= RELATIVE_MAX then self.extras_ms, self.extras = ms, extras end
+  return extras
+end
+
+local function get_on(self, i, sock, wk)
+  local r, err, code, failure = round_trip(self, i, sock, mc_request(GET, wk, nil, nil, nil, 0))
+  if not r then return nil, err, code, failure end
+  if r.status == ST_OK then
+    release(self, sock)
+    local v = r.value
+    if byte(v, -1) == 32 then v = mc_unpad(v) end
+    return v
+  elseif r.status == ST_NOT_FOUND then
+    release(self, sock)
+    return nil
+  end
+  return status_fail(self, i, sock, r)
 end
 
 function Store:get(key)
-  local wk = mc_key(self.prefix .. key)
-  return single(self, wk, function(_, i, sock)
-    local r, err, code, failure = round_trip(self, i, sock, mc_request(GET, wk, nil, nil, nil, 0))
-    if not r then return nil, err, code, failure end
-    if r.status == ST_OK then
-      release(self, sock)
-      local v = r.value
-      if byte(v, -1) == 32 then v = mc_unpad(v) end
-      return v
-    elseif r.status == ST_NOT_FOUND then
-      release(self, sock)
-      return nil
-    end
-    return status_fail(self, i, sock, r)
-  end)
+  return single(self, mc_key(self.prefix .. key), get_on)
+end
+
+local function write_on(self, i, sock, wk, op, bytes, ms, answers)
+  local req
+  if op == DELETE then req = mc_request(DELETE, wk, nil, nil, nil, 0)
+  else req = mc_request(op, wk, store_extras(self, ms), bytes, nil, 0) end
+  local r, err, code, failure = round_trip(self, i, sock, req)
+  if not r then return nil, err, code, failure end
+  local answer = answers[r.status]
+  if answer ~= nil then
+    release(self, sock)
+    return answer
+  end
+  return status_fail(self, i, sock, r, bytes and #bytes)
 end
 
 local function write(self, key, op, bytes, ms, answers)
-  local wk = mc_key(self.prefix .. key)
-  return single(self, wk, function(_, i, sock)
-    local req
-    if op == DELETE then req = mc_request(DELETE, wk, nil, nil, nil, 0)
-    else req = store_request(op, wk, bytes, ms) end
-    local r, err, code, failure = round_trip(self, i, sock, req)
-    if not r then return nil, err, code, failure end
-    local answer = answers[r.status]
-    if answer ~= nil then
-      release(self, sock)
-      return answer
-    end
-    return status_fail(self, i, sock, r, bytes and #bytes)
-  end)
+  return single(self, mc_key(self.prefix .. key), write_on, op, bytes, ms, answers)
 end
 
 local SET_ANSWERS = { [ST_OK] = true }
@@ -336,7 +387,7 @@ local function incr_once(self, i, sock, wk, by, shown, verb)
     if r.status == ST_NOT_FOUND then
       local text = format("%d", by)
       local w
-      w, err, code, failure = round_trip(self, i, sock, store_request(ADD, wk, text, 0))
+      w, err, code, failure = round_trip(self, i, sock, mc_request(ADD, wk, store_extras(self, 0), text, nil, 0))
       if not w then return nil, err, code, failure end
       if w.status == ST_OK then
         release(self, sock)
@@ -428,10 +479,7 @@ end
 
 -- incr(key, by [, shown [, verb]]), as cachy.resty.redis's.
 function Store:incr(key, by, shown, verb)
-  local wk = mc_key(self.prefix .. key)
-  return single(self, wk, function(_, i, sock)
-    return incr_once(self, i, sock, wk, by, shown or key, verb)
-  end)
+  return single(self, mc_key(self.prefix .. key), incr_once, by, shown or key, verb)
 end
 
 -- ---- whole store ------------------------------------------------------------
