@@ -21,9 +21,12 @@
 -- again on a new one; then, with several servers, the server is left out
 -- for 2 s (per worker, per store) and the call runs on the key's next
 -- server on the continuum, up to 3 tries, as the blocking driver does. A
--- connection that failed or timed out is closed, never pooled. Unlike the
--- blocking driver, a server that comes back is not first cleaned of the
--- keys written elsewhere while it was out (README, memcached).
+-- connection that failed or timed out is closed, never pooled. As the
+-- blocking driver does, every write sent while a server is out is noted
+-- with its key's own server (ring:note, memcached_wire.c's log), and a
+-- server comes back only once the keys written elsewhere meanwhile are
+-- deleted on it, then on the servers they went to (flush_all past the
+-- log's limit): see rejoin_due.
 --
 -- Loaded only inside nginx (cachy.repository requires it there).
 local core = require("cachy.core")
@@ -77,7 +80,7 @@ function M.new(name, prefix, config)
   -- named as the blocking driver names itself: its servers once they are valid
   self.desc = "store '" .. name .. "' (memcached" .. (ring and (" " .. ring:addresses()) or "") .. ")"
   if ring then
-    self.ring, self.n = ring, ring:count()
+    self.ring, self.n, self.cleaning = ring, ring:count(), {}
     self.servers = {}
     for i = 1, self.n do
       local label, host, port = ring:address(i)
@@ -240,6 +243,109 @@ local function status_fail(self, i, sock, r, vlen)
   return fail(self, i, "backend", text)
 end
 
+-- The keys at sel (positions into wks) on server i, as pipelined quiet
+-- requests ending with a NOOP: make(pos) gives each request (opaque = its
+-- position); on_reply(r) handles each response before the NOOP's. Returns
+-- true, or the failure values (4th: a server failure).
+local function pipeline(self, i, sel, make, on_reply)
+  local sock, err, code, failure = connect(self, i)
+  if not sock then return nil, err, code, failure end
+  local reqs = {}
+  for j = 1, #sel do reqs[j] = make(sel[j]) end
+  reqs[#sel + 1] = mc_request(NOOP, nil, nil, nil, nil, 0)
+  local ok
+  ok, err = sock:send(concat(reqs))
+  if not ok then return io_fail(self, i, sock, err) end
+  update_time()
+  local deadline = now() + self.timeout
+  local first_err
+  while true do
+    local r
+    r, err, code, failure = read_response(self, i, sock, deadline)
+    if not r then return nil, err, code, failure end
+    if r.op == NOOP then break end
+    local e, c = on_reply(r)
+    if e and not first_err then first_err = { e, c } end
+  end
+  release(self, sock)
+  if first_err then return nil, first_err[1], first_err[2] end
+  return true
+end
+
+-- ---- failover cleaning (store_memcached.c's rejoin_due) ---------------------
+
+-- Deletes on server i the logged keys (own: all of them; else those that
+-- went to i), or empties it (flush); true when it worked. Nothing to do
+-- needs no connection.
+local function clean_on(self, i, flush, keys, landed, own)
+  local sel = {}
+  if flush then
+    sel[1] = 0
+  else
+    for p = 1, #keys do
+      if own or landed[p] == i then sel[#sel + 1] = p end
+    end
+  end
+  if #sel == 0 then return true end
+  return pipeline(self, i, sel, function(p)
+    if p == 0 then return mc_request(FLUSH, nil, NO_EXTRAS4, nil, nil, 0) end
+    return mc_request(DELETE, keys[p], nil, nil, nil, 0)
+  end, function(r)
+    if r.status ~= ST_OK and r.status ~= ST_NOT_FOUND then return self.desc, "backend" end
+  end) == true
+end
+
+local function lands(flush, landed, j)
+  if flush then return true end
+  for p = 1, #landed do
+    if landed[p] == j then return true end
+  end
+  return false
+end
+
+local CLEAN_PASSES = 3
+
+-- Lets back, cleaned, every server left out whose 2 s are over (in this
+-- worker): its logged keys are deleted on it (a failure: out another 2 s),
+-- it takes its keys back, then they are deleted where they went (a server
+-- that fails that is left out and emptied before it is back). The
+-- cleaning yields, so other requests of the worker go on meanwhile: the
+-- server stays out until it is clean (their writes of its keys go
+-- elsewhere and are noted; a log that grew during a pass is cleaned
+-- again), and only one request cleans a given server.
+local function rejoin_due(self)
+  local ring, cleaning = self.ring, self.cleaning
+  local i = ring:due()
+  while i do
+    if not cleaning[i] then
+      cleaning[i] = true
+      local ok, flush, keys, landed = false, nil, nil, nil
+      for _ = 1, CLEAN_PASSES do
+        flush, keys, landed = ring:plan(i)
+        if not clean_on(self, i, flush, keys, landed, true) then break end
+        local flush_now, keys_now = ring:plan(i)
+        if flush_now == flush and #keys_now == #keys then
+          ok = true
+          break
+        end
+      end
+      if ok then
+        ring:rejoin(i)
+        for j = 1, self.n do
+          if j ~= i and not ring:is_out(j) and lands(flush, landed, j)
+             and not clean_on(self, j, flush, keys, landed, false) then
+            ring:spoil(j)
+          end
+        end
+      else
+        ring:eject(i)
+      end
+      cleaning[i] = nil
+    end
+    i = ring:due(i)
+  end
+end
+
 -- Runs body(self, i, sock, wk, a, b, c, d) on the server that owns the
 -- wire key wk, with the blocking driver's tries (store_memcached.c's
 -- try_again): after a failure on a pooled connection (not a timeout), once
@@ -248,6 +354,7 @@ end
 -- the io_fail values.
 local function single(self, wk, body, a1, a2, a3, a4)
   if self.checked then return fail(self, nil, "misuse", self.checked) end
+  if self.n > 1 then rejoin_due(self) end
   local failures, reconnected = 0, false
   while true do
     local i = self.n > 1 and self.ring:server(wk) or 1
@@ -303,6 +410,7 @@ function Store:get(key)
 end
 
 local function write_on(self, i, sock, wk, op, bytes, ms, answers)
+  if self.n > 1 then self.ring:note(wk, i) end
   local req
   if op == DELETE then req = mc_request(DELETE, wk, nil, nil, nil, 0)
   else req = mc_request(op, wk, store_extras(self, ms), bytes, nil, 0) end
@@ -362,6 +470,7 @@ local function repair_wrapped(self, i, sock, wk)
 end
 
 local function incr_once(self, i, sock, wk, by, shown, verb)
+  if self.n > 1 then self.ring:note(wk, i) end
   local wait = self.timeout
   update_time()
   local start = now()
@@ -508,40 +617,12 @@ function Store:flush()
   return true
 end
 
--- The keys at sel (positions into wks) on server i, as pipelined quiet
--- requests ending with a NOOP: make(pos) gives each request (opaque = its
--- position); on_reply(r) handles each response before the NOOP's. Returns
--- true, or the failure values (4th: a server failure).
-local function pipeline(self, i, sel, make, on_reply)
-  local sock, err, code, failure = connect(self, i)
-  if not sock then return nil, err, code, failure end
-  local reqs = {}
-  for j = 1, #sel do reqs[j] = make(sel[j]) end
-  reqs[#sel + 1] = mc_request(NOOP, nil, nil, nil, nil, 0)
-  local ok
-  ok, err = sock:send(concat(reqs))
-  if not ok then return io_fail(self, i, sock, err) end
-  update_time()
-  local deadline = now() + self.timeout
-  local first_err
-  while true do
-    local r
-    r, err, code, failure = read_response(self, i, sock, deadline)
-    if not r then return nil, err, code, failure end
-    if r.op == NOOP then break end
-    local e, c = on_reply(r)
-    if e and not first_err then first_err = { e, c } end
-  end
-  release(self, sock)
-  if first_err then return nil, first_err[1], first_err[2] end
-  return true
-end
-
 -- Sends every pending position to the server owning its wire key, in
 -- rounds: the keys of a server that failed go to their new owner in the
 -- next round (store_memcached.c's each_owner).
 local function each_owner(self, wks, run)
   if self.checked then return fail(self, nil, "misuse", self.checked) end
+  if self.n > 1 then rejoin_due(self) end
   local n = #wks
   local pending = {}
   for p = 1, n do pending[p] = true end
@@ -612,6 +693,9 @@ function Store:put_many(keys, vals, ms)
   for p = 1, n do wks[p] = mc_key(prefix .. keys[p]) end
   local extras = mc_store_extras(0, mc_expiry(ms or 0))
   return each_owner(self, wks, function(i, sel)
+    if self.n > 1 then
+      for _, p in ipairs(sel) do self.ring:note(wks[p], i) end
+    end
     return pipeline(self, i, sel, function(p)
       return mc_request(SETQ, wks[p], extras, vals[p], nil, p)
     end, function(r)
