@@ -490,6 +490,39 @@ case("redis driver: a refused connection gives the blocking driver's message and
   eq(failure(redis_cache({ port = 1, transport = "cosocket" }), "put", "k", 1), want, "cosocket put")
 end)
 
+-- spec/30-redis_spec.lua's breaker on cosockets: the store's socket path
+-- is a link made only after the first, failed connect; calls keep the
+-- failure for retry_after (1 s), then connect through the link.
+case("redis driver: a failed connect is not retried for retry_after seconds; then the next call connects", function()
+  local tmp = os.tmpname()
+  os.remove(tmp)
+  local link = tmp .. ".redis.sock.missing"      -- the nginx log's failed connect is expected (run)
+  local cache = redis_cache({ socket = link, transport = "cosocket", retry_after = 1 }, "held:")
+  local want = failure(cache, "get", "k")
+  eq(want[3], "refused", "no such socket: " .. tostring(want[2]))
+  ngx.update_time()
+  local t_failed = ngx.now()
+  local rc = os.execute("ln -s '" .. behaviour_cases.socket .. "' '" .. link .. "'")
+  check(rc == 0 or rc == true, "cannot link %s", link)
+  local ok, why = pcall(function()
+    local calls, t_ok = 0, nil
+    repeat
+      local r = failure(cache, "get", "k")
+      ngx.update_time()
+      if r[2] == nil then t_ok = ngx.now() break end
+      eq(r, want, "call " .. calls .. ", held back")
+      calls = calls + 1
+      ngx.sleep(0.02)
+    until ngx.now() > t_failed + 3
+    check(t_ok, "never connected again")
+    check(t_ok - t_failed >= 0.95 and t_ok - t_failed < 1.5, "connected %.3f s after the failure", t_ok - t_failed)
+    check(calls > 10, "%d calls held back", calls)
+    eq(cache:put("k", "v", 1), true, "put once connected")
+  end)
+  os.remove(link)
+  assert(ok, why)
+end)
+
 case("redis driver: a timeout gives the blocking driver's message; the late reply is never read", function()
   local want = { nil, "store 'main' (redis 127.0.0.1:" .. port() .. "): timed out after 0.1 s", "timeout" }
   for _, transport in ipairs({ "cosocket", "blocking" }) do
