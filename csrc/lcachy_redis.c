@@ -27,6 +27,18 @@ typedef struct lc_reader {
     cachy_resp *pending;        /* a reply being converted, freed if that raises */
 } lc_reader;
 
+/* Pushes the RESP bytes of one command. */
+static int push_command(lua_State *L, int argc, const char **argv, const size_t *lens)
+{
+    size_t len;
+    char *cmd = cachy_resp_command(argc, argv, lens, &len);
+    if (cmd == NULL)
+        return luaL_error(L, "not enough memory");
+    lua_pushlstring(L, cmd, len);
+    cachy_resp_command_free(cmd);
+    return 1;
+}
+
 /* core.redis_command(arg, ...) or core.redis_command({ arg, ... }); the
  * bytes are formatted in upvalue 1 (lc_new_buffer). */
 static int redis_command(lua_State *L)
@@ -58,6 +70,25 @@ static int redis_command(lua_State *L)
     if (cachy_resp_format(out, argc, argv, lens) != 0)
         return luaL_error(L, "not enough memory");
     return lc_push_buffer(L, out);
+}
+
+/* core.redis_lock_command("forget_if" | "touch_if", key, bytes [, ms]): the
+ * EVAL the blocking driver sends for that lock primitive (redis_proto.c). */
+int lc_redis_lock_command(lua_State *L)
+{
+    static const char *const names[] = { "forget_if", "touch_if", NULL };
+    int which = luaL_checkoption(L, 1, NULL, names) == 1 ? CACHY_RESP_TOUCH_IF : CACHY_RESP_FORGET_IF;
+    const char *argv[6];
+    size_t lens[6];
+    char ms[24];
+    cachy_slice key, val;
+    lua_Number t = luaL_optnumber(L, 4, 0);
+    int argc;
+    key.ptr = luaL_checklstring(L, 2, &key.len);
+    val.ptr = luaL_checklstring(L, 3, &val.len);
+    argc = cachy_resp_lock_argv(which, key, val, t >= 1 && t < 9.2e18 ? (int64_t)t : 1, ms, argv,
+                                lens);
+    return push_command(L, argc, argv, lens);
 }
 
 static lc_reader *check_reader(lua_State *L)
