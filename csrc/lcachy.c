@@ -15,14 +15,37 @@
 #include "json.h"
 #include "lcachy.h"
 
-/* A buffer owned by a userdata pushed on the stack, so a raise cannot leak it. */
+/* The encoding functions' buffer, upvalue 1 of each (lc_new_buffer). */
 static cachy_buf *scratch(lua_State *L)
+{
+    cachy_buf *b = lua_touserdata(L, lua_upvalueindex(1));
+    b->len = 0;
+    return b;
+}
+
+/* Buffers past this size are given back after the call that grew them. */
+#define KEEP_BUFFER (64 * 1024)
+
+/* A buffer that C functions keep as an upvalue from call to call (no C
+ * code runs Lua code, so no call comes inside another), so that a raise
+ * cannot leak it and a call allocates nothing: a userdata made per call
+ * costs a finalizer and a malloc each time, 0.6 us of a cachy:put inside
+ * nginx (bench/RESULTS.md). Freed with the functions. */
+cachy_buf *lc_new_buffer(lua_State *L)
 {
     cachy_buf *b = lua_newuserdata(L, sizeof *b);
     memset(b, 0, sizeof *b);
     luaL_getmetatable(L, "cachy.Buffer");
     lua_setmetatable(L, -2);
     return b;
+}
+
+int lc_push_buffer(lua_State *L, cachy_buf *b)
+{
+    lua_pushlstring(L, b->data, b->len);
+    if (b->cap > KEEP_BUFFER)
+        cachy_buf_free(b);
+    return 1;
 }
 
 static int buffer_gc(lua_State *L)
@@ -50,8 +73,7 @@ static int core_encode(lua_State *L)
     b = scratch(L);
     if (cachy_codec_encode(L, 1, root, b, why, sizeof why) != 0)
         return fail_why(L, why);
-    lua_pushlstring(L, b->data, b->len);
-    return 1;
+    return lc_push_buffer(L, b);
 }
 
 /* core.decode(bytes): true, value; or false and why the bytes are not one. */
@@ -79,8 +101,7 @@ static int core_encode_tuple(lua_State *L)
     b = scratch(L);
     if (cachy_codec_encode_tuple(L, 2, n, b, why, sizeof why) != 0)
         return fail_why(L, why);
-    lua_pushlstring(L, b->data, b->len);
-    return 1;
+    return lc_push_buffer(L, b);
 }
 
 /* core.decode_tuple(bytes): n, values...; or nil and why. */
@@ -202,11 +223,9 @@ static int core_now_ms(lua_State *L)
 
 static const luaL_Reg core_functions[] = {
     { "now_ms", core_now_ms },
-    { "encode", core_encode },
     { "decode", core_decode },
     { "json_encode", cachy_json_encode },
     { "json_decode", cachy_json_decode },
-    { "encode_tuple", core_encode_tuple },
     { "decode_tuple", core_decode_tuple },
     { "args_key", core_args_key },
     { "parse_int", core_parse_int },
@@ -217,7 +236,6 @@ static const luaL_Reg core_functions[] = {
     { "value_root", lc_core_value_root },
     { "bind", lc_bind },
     { "driver_fields", core_driver_fields },
-    { "redis_command", lc_redis_command },
     { "redis_reader", lc_redis_reader },
     { "redis_lock_command", lc_redis_lock_command },
     { "mc_key", lc_mw_key },
@@ -258,6 +276,15 @@ LUALIB_API int luaopen_cachy_core(lua_State *L)
     lua_pop(L, 1);
     lua_newtable(L);
     luaL_setfuncs(L, core_functions, 0);
+    {
+        static const luaL_Reg encoders[] = {
+            { "encode", core_encode },
+            { "encode_tuple", core_encode_tuple },
+            { NULL, NULL },
+        };
+        lc_new_buffer(L);
+        luaL_setfuncs(L, encoders, 1);
+    }
     lc_open_store(L);
     lc_open_redis(L);
     lc_open_memcached_wire(L);

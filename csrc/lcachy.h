@@ -49,7 +49,10 @@ int lc_bind(lua_State *L);                                  /* core.bind */
 int lc_core_value_root(lua_State *L);                       /* core.value_root */
 
 /* lcachy_redis.c: RESP for transports written in Lua (redis_proto.c). */
-int lc_redis_command(lua_State *L);                         /* core.redis_command */
+/* Pushes a buffer userdata for C functions to keep as an upvalue;
+ * lc_push_buffer pushes its bytes (and gives a large one back). */
+cachy_buf *lc_new_buffer(lua_State *L);
+int lc_push_buffer(lua_State *L, cachy_buf *b);
 int lc_redis_reader(lua_State *L);                          /* core.redis_reader */
 void lc_open_redis_cluster(lua_State *L);                   /* core.redis_slot, _redirect, _slot_map */
 int lc_redis_lock_command(lua_State *L);                    /* core.redis_lock_command */

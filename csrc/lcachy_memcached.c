@@ -21,7 +21,12 @@
  *     ring:count(), ring:server(wk) (owner now, 1-based), ring:home(wk)
  *     (owner in the full continuum), ring:eject(i), ring:is_out(i),
  *     ring:address(i) -> label, host, port (port nil for a Unix socket),
- *     ring:addresses() (the servers as the driver's messages name them)
+ *     ring:addresses() (the servers as the driver's messages name them);
+ *     failover cleaning (memcached_wire.h): ring:note(wk, i) (a write of wk
+ *     sent to server i), ring:due([after]) -> i of a server out whose
+ *     time out is over, or nil; ring:plan(i) -> flush, { wk, ... },
+ *     { landed, ... } (what to delete on i, and where each key went);
+ *     ring:rejoin(i), ring:spoil(i)
  *
  * The rules themselves are memcached_wire.c's, the blocking driver's too.
  */
@@ -302,13 +307,18 @@ static int ring_owner(lua_State *L, int home)
 static int ring_server(lua_State *L) { return ring_owner(L, 0); }
 static int ring_home(lua_State *L) { return ring_owner(L, 1); }
 
-/* ring:eject(i): server i is left out for 2 seconds (from now). */
-static int ring_eject(lua_State *L)
+/* ring:eject(i), ring:rejoin(i), ring:spoil(i): fn on server i. */
+static int ring_apply(lua_State *L, void (*fn)(cachy_mc_ring *, size_t))
 {
     cachy_mc_ring *r = check_ring(L);
-    cachy_mc_ring_eject(r, check_pos(L, r, 2));
+    fn(r, check_pos(L, r, 2));
     return 0;
 }
+
+/* ring:eject(i): server i is left out for 2 seconds (from now). */
+static int ring_eject(lua_State *L) { return ring_apply(L, cachy_mc_ring_eject); }
+static int ring_rejoin(lua_State *L) { return ring_apply(L, cachy_mc_ring_rejoin); }
+static int ring_spoil(lua_State *L) { return ring_apply(L, cachy_mc_ring_spoil); }
 
 static int ring_is_out(lua_State *L)
 {
@@ -316,6 +326,46 @@ static int ring_is_out(lua_State *L)
     lua_pushboolean(L, cachy_mc_ring_is_out(r, check_pos(L, r, 2)));
     return 1;
 }
+
+static int ring_note(lua_State *L)
+{
+    cachy_mc_ring *r = check_ring(L);
+    size_t n;
+    const char *wk = luaL_checklstring(L, 2, &n);
+    cachy_mc_ring_note(r, wk, n, check_pos(L, r, 3));
+    return 0;
+}
+
+static int ring_due(lua_State *L)
+{
+    cachy_mc_ring *r = check_ring(L);
+    size_t after = lua_isnoneornil(L, 2) ? SIZE_MAX : check_pos(L, r, 2), pos;
+    pos = cachy_mc_ring_due(r, after);
+    if (pos >= r->n)
+        return 0;
+    lua_pushinteger(L, (lua_Integer)pos + 1);
+    return 1;
+}
+
+/* ring:plan(i) -> flush, keys, landed: the server's log as it is now. */
+static int ring_plan(lua_State *L)
+{
+    cachy_mc_ring *r = check_ring(L);
+    const cachy_mc_log *o = &r->logs[check_pos(L, r, 2)];
+    size_t i;
+    lua_pushboolean(L, o->overflow);
+    lua_createtable(L, o->n > 0x7fffffff ? 0x7fffffff : (int)o->n, 0);
+    lua_createtable(L, o->n > 0x7fffffff ? 0x7fffffff : (int)o->n, 0);
+    for (i = 0; i < o->n; i++) {
+        lua_pushlstring(L, o->log[i].key, o->log[i].len);
+        lua_rawseti(L, -3, (int)i + 1);
+        lua_pushinteger(L, (lua_Integer)o->log[i].landed + 1);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    return 3;
+}
+
+
 
 /* ring:address(i) -> label (as the driver's messages name it), host, port
  * (nil for a Unix socket, whose path is the host). */
@@ -397,6 +447,11 @@ static const luaL_Reg ring_methods[] = {
     { "home", ring_home },
     { "eject", ring_eject },
     { "is_out", ring_is_out },
+    { "note", ring_note },
+    { "due", ring_due },
+    { "plan", ring_plan },
+    { "rejoin", ring_rejoin },
+    { "spoil", ring_spoil },
     { "address", ring_address },
     { "addresses", ring_addresses },
     { NULL, NULL },

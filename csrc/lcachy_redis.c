@@ -39,12 +39,14 @@ static int push_command(lua_State *L, int argc, const char **argv, const size_t 
     return 1;
 }
 
-/* core.redis_command(arg, ...) or core.redis_command({ arg, ... }) */
-int lc_redis_command(lua_State *L)
+/* core.redis_command(arg, ...) or core.redis_command({ arg, ... }); the
+ * bytes are formatted in upvalue 1 (lc_new_buffer). */
+static int redis_command(lua_State *L)
 {
     const char *sargv[STACK_ARGS], **argv = sargv;
     size_t slens[STACK_ARGS], *lens = slens;
     int i, argc, from_table = lua_type(L, 1) == LUA_TTABLE;
+    cachy_buf *out;
     argc = from_table ? (int)cachy_rawlen(L, 1) : lua_gettop(L);
     if (argc < 1)
         return luaL_argerror(L, 1, "a command expected");
@@ -64,7 +66,10 @@ int lc_redis_command(lua_State *L)
             argv[i] = luaL_checklstring(L, i + 1, &lens[i]);
         }
     }
-    return push_command(L, argc, argv, lens);
+    out = lua_touserdata(L, lua_upvalueindex(1));
+    if (cachy_resp_format(out, argc, argv, lens) != 0)
+        return luaL_error(L, "not enough memory");
+    return lc_push_buffer(L, out);
 }
 
 /* core.redis_lock_command("forget_if" | "touch_if", key, bytes [, ms]): the
@@ -212,7 +217,9 @@ static int reader_close(lua_State *L)
  * else nothing, and the caller goes through a reader of its own. The
  * closure keeps one reader (upvalue 1) for these calls: each is whole, so
  * nothing is left in it between calls, and one that did not end clean is
- * dropped. Saves a reader per round trip on the common path.
+ * dropped. Saves a reader per round trip on the common path. A status,
+ * string or nil that Redis wrote in its usual form needs no reader at all
+ * (cachy_resp_simple); "OK" is then always the same table, upvalue 2.
  */
 static int redis_reply_of(lua_State *L)
 {
@@ -223,7 +230,22 @@ static int redis_reply_of(lua_State *L)
     size_t elems = arg_size(L, 3, 0);
     cachy_error err;
     cachy_resp *r = NULL;
+    cachy_resp_view simple;
     luaL_argcheck(L, depth >= 0 && depth <= 7, 2, "must be from 0 to 7");
+    if (cachy_resp_simple(p, n, CACHY_RESP_MAX_BULK, &simple)) {
+        if (simple.type == REDIS_REPLY_STRING) {
+            lua_pushlstring(L, simple.str, simple.len);
+        } else if (simple.type == REDIS_REPLY_NIL) {
+            lua_pushboolean(L, 0);
+        } else if (simple.len == 2 && memcmp(simple.str, "OK", 2) == 0) {
+            lua_pushvalue(L, lua_upvalueindex(2));     /* shared: callers only read it */
+        } else {
+            lua_createtable(L, 0, 1);
+            lua_pushlstring(L, simple.str, simple.len);
+            lua_setfield(L, -2, "ok");
+        }
+        return 1;
+    }
     cachy_resp_free(u->pending);       /* left by a conversion that raised */
     u->pending = NULL;
     if (u->r == NULL && (u->r = cachy_resp_reader_new(depth, elems, CACHY_RESP_MAX_BULK)) == NULL)
@@ -258,8 +280,16 @@ void lc_open_redis(lua_State *L)
         u->pending = NULL;
         luaL_getmetatable(L, READER_MT);
         lua_setmetatable(L, -2);
-        lua_pushcclosure(L, redis_reply_of, 1);
+        lua_createtable(L, 0, 1);
+        lua_pushliteral(L, "OK");
+        lua_setfield(L, -2, "ok");
+        lua_pushcclosure(L, redis_reply_of, 2);
         lua_setfield(L, -2, "redis_reply_of");
+    }
+    {
+        lc_new_buffer(L);
+        lua_pushcclosure(L, redis_command, 1);
+        lua_setfield(L, -2, "redis_command");
     }
     lc_open_redis_cluster(L);
 }

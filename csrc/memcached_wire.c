@@ -367,16 +367,75 @@ void cachy_mc_rebuild(memcached_st *mc, size_t n, int (*is_out)(const void *ctx,
     memcached_behavior_set_distribution(mc, MEMCACHED_DISTRIBUTION_CONSISTENT_WEIGHTED);
 }
 
+/* ---- failover cleaning ----------------------------------------------------- */
+
+void cachy_mc_log_forget(cachy_mc_log *o)
+{
+    size_t i;
+    for (i = 0; i < o->n; i++)
+        free(o->log[i].key);
+    free(o->log);
+    o->log = NULL;
+    o->n = 0;
+}
+
+static void log_overflow(cachy_mc_log *o)
+{
+    cachy_mc_log_forget(o);
+    o->overflow = 1;
+}
+
+void cachy_mc_log_note(cachy_mc_log *o, const char *wk, size_t wlen, size_t landed)
+{
+    cachy_mc_logged *grown;
+    size_t i;
+    if (o->overflow)
+        return;
+    for (i = o->n; i > 0 && i + 8 > o->n; i--)
+        if (o->log[i - 1].landed == landed && o->log[i - 1].len == wlen &&
+            memcmp(o->log[i - 1].key, wk, wlen) == 0)
+            return;
+    if (o->n >= CACHY_MC_LOG_MAX || (grown = realloc(o->log, (o->n + 1) * sizeof *grown)) == NULL) {
+        log_overflow(o);
+        return;
+    }
+    o->log = grown;
+    if ((o->log[o->n].key = malloc(wlen ? wlen : 1)) == NULL) {
+        log_overflow(o);
+        return;
+    }
+    memcpy(o->log[o->n].key, wk, wlen);
+    o->log[o->n].len = wlen;
+    o->log[o->n].landed = landed;
+    o->n++;
+}
+
+int cachy_mc_log_lands(const cachy_mc_log *o, size_t pos)
+{
+    size_t i;
+    if (o->overflow)
+        return 1;
+    for (i = 0; i < o->n; i++)
+        if (o->log[i].landed == pos)
+            return 1;
+    return 0;
+}
+
 /* ---- a continuum for transports of their own ----------------------------- */
 
 void cachy_mc_ring_free(cachy_mc_ring *r)
 {
+    size_t i;
     if (r == NULL)
         return;
     if (r->mc)
         memcached_free(r->mc);
     if (r->full)
         memcached_free(r->full);
+    if (r->logs)
+        for (i = 0; i < r->n; i++)
+            cachy_mc_log_forget(&r->logs[i]);
+    free(r->logs);
     free(r->retry_at);
     free(r);
 }
@@ -405,7 +464,8 @@ cachy_mc_ring *cachy_mc_ring_new(const char *const *entries, size_t n, cachy_err
         return NULL;
     r->mc = memcached_create(NULL);
     r->retry_at = calloc(n, sizeof *r->retry_at);
-    if (r->mc == NULL || r->retry_at == NULL)
+    r->logs = calloc(n, sizeof *r->logs);
+    if (r->mc == NULL || r->retry_at == NULL || r->logs == NULL)
         goto fail;
     if (cachy_mc_distribution(r->mc) != MEMCACHED_SUCCESS) {
         *code = CACHY_EBACKEND;
@@ -440,28 +500,10 @@ static int ring_left_out(const void *ctx, size_t pos)
     return ((const cachy_mc_ring *)ctx)->retry_at[pos] != 0;
 }
 
-/* Servers whose time out is over take their keys back. */
-static void ring_rejoin_due(cachy_mc_ring *r)
-{
-    time_t now = time(NULL);
-    size_t i;
-    int changed = 0;
-    for (i = 0; i < r->n; i++)
-        if (r->retry_at[i] != 0 && now >= r->retry_at[i]) {
-            r->retry_at[i] = 0;
-            r->nout--;
-            changed = 1;
-        }
-    if (changed)
-        cachy_mc_rebuild(r->mc, r->n, ring_left_out, r);
-}
-
 size_t cachy_mc_ring_server(cachy_mc_ring *r, const char *wk, size_t wlen)
 {
     uint32_t pos = 0;
     if (r->n > 1) {
-        if (r->nout)
-            ring_rejoin_due(r);
         pos = memcached_generate_hash(r->mc, wk, wlen);
         if (pos >= r->n)
             pos = 0;
@@ -485,9 +527,57 @@ void cachy_mc_ring_eject(cachy_mc_ring *r, size_t pos)
     cachy_mc_rebuild(r->mc, r->n, ring_left_out, r);
 }
 
-int cachy_mc_ring_is_out(cachy_mc_ring *r, size_t pos)
+int cachy_mc_ring_is_out(const cachy_mc_ring *r, size_t pos)
 {
-    if (r->nout)
-        ring_rejoin_due(r);
     return r->retry_at[pos] != 0;
+}
+
+void cachy_mc_ring_note(cachy_mc_ring *r, const char *wk, size_t wlen, size_t landed)
+{
+    size_t home;
+    if (r->n < 2 || landed >= r->n)
+        return;
+    home = cachy_mc_ring_home(r, wk, wlen);
+    if (home == landed)
+        return;
+    if (r->retry_at[home] == 0)
+        cachy_mc_ring_eject(r, home);
+    cachy_mc_log_note(&r->logs[home], wk, wlen, landed);
+}
+
+size_t cachy_mc_ring_due(const cachy_mc_ring *r, size_t after)
+{
+    time_t now;
+    size_t i = after == SIZE_MAX ? 0 : after + 1;
+    if (r->nout == 0)
+        return r->n;
+    now = time(NULL);
+    for (; i < r->n; i++)
+        if (r->retry_at[i] != 0 && now >= r->retry_at[i])
+            return i;
+    return r->n;
+}
+
+void cachy_mc_ring_rejoin(cachy_mc_ring *r, size_t pos)
+{
+    cachy_mc_log *o = &r->logs[pos];
+    size_t j;
+    if (r->retry_at[pos] == 0)
+        return;
+    r->retry_at[pos] = 0;
+    r->nout--;
+    for (j = 0; j < r->n; j++)
+        if (j != pos && r->retry_at[j] != 0 && cachy_mc_log_lands(o, j))
+            log_overflow(&r->logs[j]);
+    cachy_mc_log_forget(o);
+    o->overflow = 0;
+    cachy_mc_rebuild(r->mc, r->n, ring_left_out, r);
+}
+
+void cachy_mc_ring_spoil(cachy_mc_ring *r, size_t pos)
+{
+    if (r->n < 2)
+        return;
+    log_overflow(&r->logs[pos]);
+    cachy_mc_ring_eject(r, pos);
 }

@@ -149,14 +149,52 @@ memcached_st *cachy_mc_full_ring(memcached_st *mc, int *mismatch);
 void cachy_mc_rebuild(memcached_st *mc, size_t n, int (*is_out)(const void *ctx, size_t pos),
                       const void *ctx);
 
+/* ---- failover cleaning ----------------------------------------------------- */
+
+/*
+ * While a server is left out, the writes and deletes of its keys go to
+ * other servers and it keeps its old copies; both transports remember
+ * those keys, per server left out, to delete them there before it serves
+ * again and then where they went (store_memcached.c's comment at eject
+ * says why and what it covers). Past CACHY_MC_LOG_MAX keys the log gives
+ * up (overflow): the server, and every server its keys went to, is
+ * emptied with flush_all instead.
+ */
+#define CACHY_MC_LOG_MAX 1024
+
+typedef struct cachy_mc_logged {
+    char *key;                   /* the wire key */
+    size_t len;
+    size_t landed;               /* the server it went to */
+} cachy_mc_logged;
+
+typedef struct cachy_mc_log {
+    int overflow;
+    cachy_mc_logged *log;
+    size_t n;
+} cachy_mc_log;
+
+/* Remembers that the write of wk went to the server at landed (a repeat
+ * of one of the last few is not kept twice; out of memory or past the
+ * limit, the log overflows). */
+void cachy_mc_log_note(cachy_mc_log *o, const char *wk, size_t wlen, size_t landed);
+/* Forgets the keys (overflow is left as it is). */
+void cachy_mc_log_forget(cachy_mc_log *o);
+/* Whether cleaning after o touches the server at pos: overflow, or a key
+ * that went there. */
+int cachy_mc_log_lands(const cachy_mc_log *o, size_t pos);
+
 /* ---- a continuum for transports of their own ----------------------------- */
 
 /* libmemcached's continuum of a `servers` list, never connected; servers
- * are left out for CACHY_MC_RETRY_SECONDS, as the blocking driver does. */
+ * are left out for CACHY_MC_RETRY_SECONDS, as the blocking driver does,
+ * and come back only through cachy_mc_ring_rejoin, once the transport has
+ * cleaned them (cachy_mc_ring_due says when). */
 typedef struct cachy_mc_ring {
     memcached_st *mc;            /* servers left out are off its continuum */
     memcached_st *full;          /* every server: each key's own one */
     time_t *retry_at;            /* per server: 0, or left out until then */
+    cachy_mc_log *logs;          /* per server: what to clean before it is back */
     size_t n, nout;
     char address[CACHY_MC_ADDRESS_MAX];
 } cachy_mc_ring;
@@ -169,6 +207,18 @@ void cachy_mc_ring_free(cachy_mc_ring *r);
 size_t cachy_mc_ring_server(cachy_mc_ring *r, const char *wk, size_t wlen);   /* owner now */
 size_t cachy_mc_ring_home(const cachy_mc_ring *r, const char *wk, size_t wlen); /* full continuum */
 void cachy_mc_ring_eject(cachy_mc_ring *r, size_t pos);
-int cachy_mc_ring_is_out(cachy_mc_ring *r, size_t pos);
+int cachy_mc_ring_is_out(const cachy_mc_ring *r, size_t pos);
+/* A write of wk sent to the server at landed: remembered with the key's
+ * own server when that one is out (see "failover cleaning"). */
+void cachy_mc_ring_note(cachy_mc_ring *r, const char *wk, size_t wlen, size_t landed);
+/* The first server after position `after` (SIZE_MAX: from the first) that
+ * is out and whose time out is over, or r->n. */
+size_t cachy_mc_ring_due(const cachy_mc_ring *r, size_t after);
+/* The server at pos, cleaned, takes its keys back; servers its keys went
+ * to that are out themselves will be emptied when they come back. */
+void cachy_mc_ring_rejoin(cachy_mc_ring *r, size_t pos);
+/* The server at pos is left out, and emptied before it is back (its
+ * cleaning failed). */
+void cachy_mc_ring_spoil(cachy_mc_ring *r, size_t pos);
 
 #endif

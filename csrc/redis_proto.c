@@ -6,6 +6,7 @@
  * transports read their replies here: the cosocket one through
  * lcachy_redis.c, the blocking one in store_redis.c.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,17 +215,116 @@ int cachy_resp_reader_next(cachy_resp_reader *c, cachy_resp **out, cachy_error *
     return 0;
 }
 
-char *cachy_resp_command(int argc, const char **argv, const size_t *lens, size_t *len)
+/* Decimal digits of v, written backwards from end; returns the first. */
+static char *decimal(char *end, size_t v)
 {
-    char *cmd = NULL;
-    int n = redisFormatCommandArgv(&cmd, argc, argv, lens);
-    if (n < 0)
-        return NULL;
-    *len = (size_t)n;
-    return cmd;
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return end;
 }
 
-void cachy_resp_command_free(char *cmd) { redisFreeCommand(cmd); }
+/* "*argc\r\n", then "$len\r\n" arg "\r\n" per argument: the bytes of
+ * hiredis's redisFormatCommandArgv, written into a buffer the caller keeps
+ * (that one takes a malloc and a sprintf per argument, half a microsecond
+ * of a cachy:put inside nginx: bench/RESULTS.md). */
+int cachy_resp_format(cachy_buf *out, int argc, const char **argv, const size_t *lens)
+{
+    char digits[24], *d, *end = digits + sizeof digits, *p;
+    size_t total = 0, i;
+    for (i = 0; i < (size_t)argc; i++) {
+        if (lens[i] > SIZE_MAX / 2 - total)
+            return -1;
+        total += lens[i] + (size_t)(end - decimal(end, lens[i])) + 5;   /* $ \r\n \r\n */
+    }
+    total += (size_t)(end - decimal(end, (size_t)argc)) + 3;
+    out->len = 0;
+    if (cachy_buf_reserve(out, total + 1) != 0)
+        return -1;
+    p = out->data;
+    *p++ = '*';
+    d = decimal(end, (size_t)argc);
+    memcpy(p, d, (size_t)(end - d));
+    p += end - d;
+    *p++ = '\r';
+    *p++ = '\n';
+    for (i = 0; i < (size_t)argc; i++) {
+        *p++ = '$';
+        d = decimal(end, lens[i]);
+        memcpy(p, d, (size_t)(end - d));
+        p += end - d;
+        *p++ = '\r';
+        *p++ = '\n';
+        if (lens[i])
+            memcpy(p, argv[i], lens[i]);
+        p += lens[i];
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    *p = '\0';
+    out->len = total;
+    return 0;
+}
+
+char *cachy_resp_command(int argc, const char **argv, const size_t *lens, size_t *len)
+{
+    cachy_buf b = { 0 };
+    if (cachy_resp_format(&b, argc, argv, lens) != 0) {
+        cachy_buf_free(&b);
+        return NULL;
+    }
+    *len = b.len;
+    return b.data;
+}
+
+void cachy_resp_command_free(char *cmd) { free(cmd); }
+
+/* Canonical decimal (no sign, no leading zero, at most 18 digits) ending
+ * at "\r\n": its value and the bytes after the "\r\n", or NULL. */
+static const char *canonical_length(const char *p, const char *end, size_t *v)
+{
+    const char *start = p;
+    size_t n = 0;
+    while (p < end && *p >= '0' && *p <= '9' && p - start < 18)
+        n = n * 10 + (size_t)(*p++ - '0');
+    if (p == start || (*start == '0' && p - start > 1) || end - p < 2 || p[0] != '\r' || p[1] != '\n')
+        return NULL;
+    *v = n;
+    return p + 2;
+}
+
+int cachy_resp_simple(const char *p, size_t n, size_t max_bulk, cachy_resp_view *out)
+{
+    const char *end = p + n, *q;
+    size_t len;
+    if (n < 3 || end[-2] != '\r' || end[-1] != '\n')
+        return 0;
+    if (p[0] == '+') {
+        for (q = p + 1; q < end - 2; q++)
+            if (*q == '\r' || *q == '\n')
+                return 0;
+        out->type = REDIS_REPLY_STATUS;
+        out->str = p + 1;
+        out->len = n - 3;
+        return out->len <= max_bulk;
+    }
+    if (p[0] != '$')
+        return 0;
+    if (n == 5 && memcmp(p, "$-1\r\n", 5) == 0) {
+        out->type = REDIS_REPLY_NIL;
+        out->str = NULL;
+        out->len = 0;
+        return 1;
+    }
+    q = canonical_length(p + 1, end, &len);
+    if (q == NULL || len > max_bulk || (size_t)(end - q) != len + 2)
+        return 0;
+    out->type = REDIS_REPLY_STRING;
+    out->str = q;
+    out->len = len;
+    return 1;
+}
 
 /* GET and the comparison inside the script: a key of another type makes
  * GET fail, and the script's error reply says so. */

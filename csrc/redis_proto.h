@@ -1,7 +1,8 @@
 /*
  * redis_proto.h: the Redis protocol (RESP) as bytes in, bytes out, no
- * sockets: commands formatted by hiredis's redisFormatCommandArgv, replies
- * parsed by hiredis's redisReader into trees whose sizes are checked
+ * sockets: commands formatted as hiredis's redisFormatCommandArgv does,
+ * replies parsed by hiredis's redisReader (the simplest, whole in one
+ * read, without it) into trees whose sizes are checked
  * against the caller's limits before anything is allocated for them. Both
  * transports use it: the cosocket one (lua/cachy/resty/redis.lua) through
  * core.redis_command and core.redis_reader (lcachy_redis.c), the blocking
@@ -58,6 +59,23 @@ int cachy_resp_reader_next(cachy_resp_reader *r, cachy_resp **out, cachy_error *
 size_t cachy_resp_reader_buffered(const cachy_resp_reader *r);
 
 void cachy_resp_free(cachy_resp *reply);
+
+/* The RESP bytes of one command into out (its content replaced); 0, or
+ * -1 on ENOMEM. */
+int cachy_resp_format(cachy_buf *out, int argc, const char **argv, const size_t *lens);
+
+/* A reply that needs no reader: type, and for a status or string its bytes
+ * (str, len: a part of the bytes given). */
+typedef struct cachy_resp_view {
+    int type;
+    const char *str;
+    size_t len;
+} cachy_resp_view;
+
+/* 1 when p[0..n) is exactly one status reply, bulk string of at most
+ * max_bulk bytes or nil bulk, written as Redis writes them (*out set); 0
+ * for anything else, which a reader then parses (and refuses if it must). */
+int cachy_resp_simple(const char *p, size_t n, size_t max_bulk, cachy_resp_view *out);
 
 /* The RESP bytes of one command (*len set); NULL on ENOMEM. Free with
  * cachy_resp_command_free. */

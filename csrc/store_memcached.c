@@ -42,21 +42,10 @@ static const cachy_field memcached_fields[] = {
     { NULL, CACHY_OPT_STRING, 0 },
 };
 
-#define MC_LOG_MAX 1024             /* writes remembered per ejected server (see eject) */
-
-/* A write that went to another server while the key's own server was out. */
-typedef struct mc_logged {
-    char *key;                       /* the wire key */
-    size_t len;
-    size_t landed;                   /* the server it went to */
-} mc_logged;
-
 typedef struct mc_out {
     int out;                         /* ejected; cleaned before it serves again */
-    int overflow;                    /* more than MC_LOG_MAX writes: flush instead */
     time_t retry_at;
-    mc_logged *log;
-    size_t n;
+    cachy_mc_log log;                /* writes of its keys that went elsewhere (see eject) */
 } mc_out;
 
 typedef struct mc_state {
@@ -242,7 +231,7 @@ static const memcached_instance_st *server_at(mc_state *st, size_t pos)
  * remembered with that key's own server. Before an ejected server serves
  * again, its remembered keys are deleted there; only if that works does it
  * rejoin (otherwise it stays out another CACHY_MC_RETRY_SECONDS); then the same
- * keys are deleted on the servers they went to. More than MC_LOG_MAX keys:
+ * keys are deleted on the servers they went to. More than CACHY_MC_LOG_MAX keys:
  * the server is emptied with flush_all instead, and so is every other
  * server (where its keys went); a cache may lose entries, never serve
  * outdated ones. A server that fails such a delete is ejected and emptied
@@ -287,16 +276,6 @@ static void mark_out(mc_state *st, size_t pos)
     o->retry_at = time(NULL) + CACHY_MC_RETRY_SECONDS;
 }
 
-static void forget_log(mc_out *o)
-{
-    size_t i;
-    for (i = 0; i < o->n; i++)
-        free(o->log[i].key);
-    free(o->log);
-    o->log = NULL;
-    o->n = 0;
-}
-
 static void eject(mc_state *st, const memcached_instance_st *inst)
 {
     size_t pos;
@@ -310,9 +289,8 @@ static void eject(mc_state *st, const memcached_instance_st *inst)
 /* Remembers that the write of wk went to the server at landed (see above). */
 static void note_write(mc_state *st, cachy_slice wk, size_t landed)
 {
-    size_t own, i;
+    size_t own;
     mc_out *o;
-    mc_logged *grown;
     if (landed == MC_NO_POS)
         return;
     own = memcached_generate_hash(st->ring, wk.ptr, wk.len);
@@ -321,27 +299,7 @@ static void note_write(mc_state *st, cachy_slice wk, size_t landed)
     o = &st->out[own];
     if (!o->out)
         mark_out(st, own);          /* left out by libmemcached itself */
-    if (o->overflow)
-        return;
-    for (i = o->n; i > 0 && i + 8 > o->n; i--)
-        if (o->log[i - 1].landed == landed && o->log[i - 1].len == wk.len &&
-            memcmp(o->log[i - 1].key, wk.ptr, wk.len) == 0)
-            return;
-    if (o->n >= MC_LOG_MAX || (grown = realloc(o->log, (o->n + 1) * sizeof *grown)) == NULL) {
-        forget_log(o);
-        o->overflow = 1;
-        return;
-    }
-    o->log = grown;
-    if ((o->log[o->n].key = malloc(wk.len)) == NULL) {
-        forget_log(o);
-        o->overflow = 1;
-        return;
-    }
-    memcpy(o->log[o->n].key, wk.ptr, wk.len);
-    o->log[o->n].len = wk.len;
-    o->log[o->n].landed = landed;
-    o->n++;
+    cachy_mc_log_note(&o->log, wk.ptr, wk.len, landed);
 }
 
 /* A connection to the one server at pos, for cleaning; NULL if none. */
@@ -371,7 +329,7 @@ static memcached_st *single(mc_state *st, size_t pos)
 }
 
 /* Deletes the keys (or, with flush, everything) on the server at pos. 0 ok, -1 failed. */
-static int clean_server(mc_state *st, size_t pos, const mc_out *o, int flush, int own)
+static int clean_server(mc_state *st, size_t pos, const cachy_mc_log *o, int flush, int own)
 {
     memcached_st *h = single(st, pos);
     size_t i;
@@ -395,6 +353,13 @@ static int clean_server(mc_state *st, size_t pos, const mc_out *o, int flush, in
     return ret;
 }
 
+/* The server at pos is emptied before it serves again. */
+static void spoil(mc_state *st, size_t pos)
+{
+    cachy_mc_log_forget(&st->out[pos].log);
+    st->out[pos].log.overflow = 1;
+}
+
 /* Lets back, cleaned, every ejected server whose retry time has come. */
 static void rejoin_due(mc_state *st)
 {
@@ -402,9 +367,10 @@ static void rejoin_due(mc_state *st)
     size_t pos, j;
     for (pos = 0; pos < st->nservers; pos++) {
         mc_out *o = &st->out[pos];
+        cachy_mc_log *log = &o->log;
         if (!o->out || now < o->retry_at)
             continue;
-        if (clean_server(st, pos, o, o->overflow, 1) != 0) {
+        if (clean_server(st, pos, log, log->overflow, 1) != 0) {
             mark_out(st, pos);
             drop_connections(st);
             rebuild(st);
@@ -415,35 +381,19 @@ static void rejoin_due(mc_state *st)
         rebuild(st);
         /* Its keys' copies where they went meanwhile. */
         for (j = 0; j < st->nservers; j++) {
-            if (j == pos || st->out[j].out)
+            if (j == pos || st->out[j].out || !cachy_mc_log_lands(log, j))
                 continue;
-            if (o->overflow || o->n > 0) {
-                int used = o->overflow;
-                size_t i;
-                for (i = 0; !used && i < o->n; i++)
-                    used = o->log[i].landed == j;
-                if (used && clean_server(st, j, o, o->overflow, 0) != 0) {
-                    st->out[j].overflow = 1;
-                    forget_log(&st->out[j]);
-                    eject(st, server_at(st, j));
-                }
+            if (clean_server(st, j, log, log->overflow, 0) != 0) {
+                spoil(st, j);
+                eject(st, server_at(st, j));
             }
         }
         /* A fallback that is itself out now gets emptied when it rejoins. */
-        for (j = 0; j < st->nservers; j++) {
-            size_t i;
-            int used = o->overflow;
-            if (j == pos || !st->out[j].out)
-                continue;
-            for (i = 0; !used && i < o->n; i++)
-                used = o->log[i].landed == j;
-            if (used) {
-                forget_log(&st->out[j]);
-                st->out[j].overflow = 1;
-            }
-        }
-        forget_log(o);
-        o->overflow = 0;
+        for (j = 0; j < st->nservers; j++)
+            if (j != pos && st->out[j].out && cachy_mc_log_lands(log, j))
+                spoil(st, j);
+        cachy_mc_log_forget(log);
+        log->overflow = 0;
     }
 }
 
@@ -593,7 +543,7 @@ static void release(cachy_store *s, int end_connections)
     if (st->out) {
         size_t i;
         for (i = 0; i < st->nservers; i++)
-            forget_log(&st->out[i]);
+            cachy_mc_log_forget(&st->out[i].log);
         free(st->out);
     }
     free(st->live);

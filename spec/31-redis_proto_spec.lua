@@ -44,6 +44,13 @@ describe("redis protocol", function()
       assert.are.equal("$5\r\nk1000\r\n", bytes:sub(-11))
     end)
 
+    it("gives whole commands one after another, large and small", function()
+      local big = string.rep("x", 100000)
+      assert.are.equal("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100000\r\n" .. big .. "\r\n",
+        core.redis_command("SET", "k", big))
+      assert.are.equal("*2\r\n$3\r\nGET\r\n$10\r\n0123456789\r\n", core.redis_command("GET", "0123456789"))
+    end)
+
     it("raises for no command and for arguments that are not strings", function()
       assert.has_error(function() core.redis_command() end)
       assert.has_error(function() core.redis_command({}) end)
@@ -179,6 +186,32 @@ describe("redis protocol", function()
       assert.are.equal(0, select("#", core.redis_reply_of("?garbage\r\n")))     -- a protocol error
       -- what a call left behind never reaches the next one
       assert.are.equal("xy", core.redis_reply_of("$2\r\nxy\r\n"))
+    end)
+
+    -- Statuses, strings and nils in Redis's own form skip the reader; every
+    -- other form goes through it: either way the reply is the reader's.
+    it("answers as a reader does, on each side of the forms read without one", function()
+      local cases = {
+        "+OK\r\n", "+PONG\r\n", "+\r\n", "+a\rb\r\n", "$0\r\n\r\n", "$3\r\na\r\n\r\n",
+        "$5\r\nhello\r\n", "$05\r\nhello\r\n", "$+5\r\nhello\r\n", "$5\r\nhelloxx",
+        "$-1\r\n", "$-01\r\n", "$-2\r\n", "$4\r\nhello\r\n", "$6\r\nhello\r\n",
+        "$" .. string.rep("9", 19) .. "\r\nx\r\n", "$1000\r\n" .. string.rep("v", 1000) .. "\r\n",
+      }
+      for _, bytes in ipairs(cases) do
+        local r = core.redis_reader(0, 0)
+        r:feed(bytes)
+        local want = table.pack(r:reply())
+        if want[1] ~= nil and r:buffered() > 0 then want = { n = 0 } end
+        r:close()
+        local got = table.pack(core.redis_reply_of(bytes, 0, 0))
+        if want[1] == nil then
+          assert.are.equal(nil, got[1], bytes)
+        else
+          assert.are.same(want[1], got[1], bytes)
+        end
+      end
+      -- "OK" is one table, read-only for the callers
+      assert.are.equal(core.redis_reply_of("+OK\r\n"), core.redis_reply_of("+OK\r\n"))
     end)
   end)
 

@@ -235,7 +235,7 @@ describe("memcached wire", function()
     -- Weighted ketama gives each live server points in proportion to its
     -- share of the live weight, so leaving one out also moves a few points
     -- of the others: libmemcached's behaviour, which both transports share.
-    it("a server left out: its keys go to the others, most others stay; back after 2 s", function()
+    it("a server left out: its keys go to the others, most others stay; due after 2 s, back when rejoined", function()
       local r = assert(core.mc_ring(servers))
       local before = {}
       for i = 1, 1000 do before[i] = r:server("key" .. i) end
@@ -255,10 +255,78 @@ describe("memcached wire", function()
       end
       assert.is_truthy(moved > 0)
       assert.is_truthy(stayed >= others * 0.8, stayed .. " of " .. others .. " stayed")
+      assert.is_nil(r:due())
       local deadline = os.time() + 4
-      while r:is_out(2) and os.time() < deadline do end
+      while not r:due() and os.time() < deadline do end
+      assert.are.equal(2, r:due())
+      assert.is_nil(r:due(2))
+      assert.is_true(r:is_out(2))                  -- out until the transport has cleaned it
+      r:rejoin(2)
       assert.is_false(r:is_out(2))
+      assert.is_nil(r:due())
       for i = 1, 1000 do assert.are.equal(before[i], r:server("key" .. i)) end
+    end)
+
+    -- What a server left out must have deleted before it is back
+    -- (memcached_wire.h, "failover cleaning"): the writes of its keys that
+    -- went elsewhere, with where each went; past 1024 keys, everything.
+    it("notes the writes of a left-out server's keys, once each, with where they went", function()
+      local r = assert(core.mc_ring(servers))
+      local mine, other = {}, nil
+      for i = 1, 1000 do
+        local k = "key" .. i
+        if r:home(k) == 2 then mine[#mine + 1] = k elseif not other then other = k end
+      end
+      r:note(mine[1], 2)                           -- its own server, in: nothing to clean
+      r:note(other, r:home(other))
+      assert.is_false(r:is_out(2))
+      local flush, keys, landed = r:plan(2)
+      assert.are.same({ false, {}, {} }, { flush, keys, landed })
+      r:eject(2)
+      for j = 1, 5 do
+        r:note(mine[j], r:server(mine[j]))
+        r:note(mine[j], r:server(mine[j]))         -- a repeat is kept once
+      end
+      r:note(other, r:server(other))               -- another server's key, at home: not noted
+      flush, keys, landed = r:plan(2)
+      assert.is_false(flush)
+      assert.are.equal(5, #keys)
+      for j = 1, 5 do
+        assert.are.equal(mine[j], keys[j])
+        assert.are.equal(r:server(mine[j]), landed[j])
+        assert.are_not.equal(2, landed[j])
+      end
+      r:rejoin(2)
+      assert.are.same({ false, {}, {} }, { r:plan(2) })
+    end)
+
+    it("past 1024 keys noted, a server is emptied; so is a server out that its keys went to", function()
+      local r = assert(core.mc_ring(servers))
+      r:eject(2)
+      local n, by = 0, {}
+      for i = 1, 20000 do
+        local k = "key" .. i
+        if r:home(k) == 2 then
+          n = n + 1
+          local to = r:server(k)
+          by[to] = true
+          r:note(k, to)
+        end
+      end
+      assert.is_true(n > 1024, n .. " keys")
+      local flush, keys = r:plan(2)
+      assert.is_true(flush)
+      assert.are.equal(0, #keys)
+      -- a server its keys went to is out when it rejoins: that one is emptied when back
+      local to = next(by)
+      r:eject(to)
+      r:rejoin(2)
+      assert.are.same({ false, {}, {} }, { r:plan(2) })
+      assert.is_true((r:plan(to)))
+      -- a server whose cleaning failed is out, and emptied when back
+      r:spoil(1)
+      assert.is_true(r:is_out(1))
+      assert.is_true((r:plan(1)))
     end)
   end)
 end)

@@ -3,6 +3,7 @@
 -- Every user callback here yields: ngx.sleep and cosocket round trips to
 -- the test redis-server. A case raises (through check/eq) to fail.
 local cachy = require("cachy")
+local core = require("cachy.core")
 local resp = require("resp")
 local resty_store = require("resty_store")
 
@@ -496,6 +497,39 @@ case("redis driver: a refused connection gives the blocking driver's message and
   eq(failure(redis_cache({ port = 1, transport = "cosocket" }), "put", "k", 1), want, "cosocket put")
 end)
 
+-- spec/30-redis_spec.lua's breaker on cosockets: the store's socket path
+-- is a link made only after the first, failed connect; calls keep the
+-- failure for retry_after (1 s), then connect through the link.
+case("redis driver: a failed connect is not retried for retry_after seconds; then the next call connects", function()
+  local tmp = os.tmpname()
+  os.remove(tmp)
+  local link = tmp .. ".redis.sock.missing"      -- the nginx log's failed connect is expected (run)
+  local cache = redis_cache({ socket = link, transport = "cosocket", retry_after = 1 }, "held:")
+  local want = failure(cache, "get", "k")
+  eq(want[3], "refused", "no such socket: " .. tostring(want[2]))
+  ngx.update_time()
+  local t_failed = ngx.now()
+  local rc = os.execute("ln -s '" .. behaviour_cases.socket .. "' '" .. link .. "'")
+  check(rc == 0 or rc == true, "cannot link %s", link)
+  local ok, why = pcall(function()
+    local calls, t_ok = 0, nil
+    repeat
+      local r = failure(cache, "get", "k")
+      ngx.update_time()
+      if r[2] == nil then t_ok = ngx.now() break end
+      eq(r, want, "call " .. calls .. ", held back")
+      calls = calls + 1
+      ngx.sleep(0.02)
+    until ngx.now() > t_failed + 3
+    check(t_ok, "never connected again")
+    check(t_ok - t_failed >= 0.95 and t_ok - t_failed < 1.5, "connected %.3f s after the failure", t_ok - t_failed)
+    check(calls > 10, "%d calls held back", calls)
+    eq(cache:put("k", "v", 1), true, "put once connected")
+  end)
+  os.remove(link)
+  assert(ok, why)
+end)
+
 case("redis driver: a timeout gives the blocking driver's message; the late reply is never read", function()
   local want = { nil, "store 'main' (redis 127.0.0.1:" .. port() .. "): timed out after 0.1 s", "timeout" }
   for _, transport in ipairs({ "cosocket", "blocking" }) do
@@ -690,6 +724,62 @@ case("memcached driver: a server left out: its keys go to the next server, as th
   for i = 1, 60 do eq(cos:put("k" .. i, i, 60), true, "put " .. i .. " on a cosocket with a dead server") end
   for i = 1, 60 do eq(blk:get("k" .. i), i, "get " .. i .. " through the blocking driver") end
   eq(cos:many({ "k1", "k2", "k3" }), { k1 = 1, k2 = 2, k3 = 3 }, "many with a dead server")
+end)
+
+-- spec/40-memcached_spec.lua's failover case on cosockets: while a server
+-- is stopped, writes and deletes of its keys go elsewhere; once it
+-- resumes, this worker cleans it before it serves again, so no replaced
+-- or forgotten value comes back (polled for 5 s: the server is out 2 s).
+case("memcached driver: never serves a value replaced or forgotten while its server was stopped", function()
+  local servers = behaviour_cases.mc_servers(3)
+  local pid = assert(behaviour_cases.mc_pids and behaviour_cases.mc_pids[2], "behaviour_cases.mc_pids is not set")
+  local cache = mc_cache({ servers = servers, transport = "cosocket", timeout = 0.5, connect_timeout = 0.5 },
+                         "mcstale:")
+  local ring = assert(core.mc_ring(servers))
+  local mine, others = {}, {}
+  for i = 1, 300 do
+    eq(cache:put("key" .. i, "v" .. i, 10), true, "put key" .. i)
+    if ring:home(core.mc_key("mcstale:key" .. i)) == 2 then mine[#mine + 1] = i else others[#others + 1] = i end
+  end
+  check(#mine >= 20, "server 2 owns %d keys", #mine)
+  local replaced, forgotten = {}, {}
+  for j = 1, 10 do replaced[j] = mine[j] end
+  for j = 11, 20 do forgotten[#forgotten + 1] = mine[j] end
+
+  local rc = os.execute("kill -STOP " .. pid)
+  check(rc == 0 or rc == true, "cannot stop memcached %d", pid)
+  local ok, why = pcall(function()
+    local v, err = cache:get("key" .. replaced[1])
+    eq({ v, err }, {}, "a key of the stopped server: a plain miss once it is left out")
+    for _, i in ipairs(replaced) do eq(cache:put("key" .. i, "NEW" .. i, 10), true, "replace key" .. i) end
+    for _, i in ipairs(forgotten) do check(cache:forget("key" .. i) ~= nil, "forget key%d", i) end
+    for _, i in ipairs(replaced) do eq(cache:get("key" .. i), "NEW" .. i, "key" .. i .. " meanwhile") end
+  end)
+  os.execute("kill -CONT " .. pid)
+  assert(ok, why)
+
+  local deadline, polls = ngx.now() + 5, 0
+  while ngx.now() < deadline do
+    for _, i in ipairs(replaced) do
+      local v, err = cache:get("key" .. i)
+      check(err == nil and (v == nil or v == "NEW" .. i), "key%d read back %s (%s)", i, tostring(v), tostring(err))
+    end
+    for _, i in ipairs(forgotten) do
+      local v, err = cache:get("key" .. i)
+      check(err == nil and v == nil, "forgotten key%d read back %s (%s)", i, tostring(v), tostring(err))
+    end
+    polls = polls + 1
+    ngx.sleep(0.05)
+    ngx.update_time()
+  end
+  check(polls > 20, "%d polls", polls)
+  -- only the keys written meanwhile were deleted: no server was emptied
+  for _, i in ipairs(others) do eq(cache:get("key" .. i), "v" .. i, "key" .. i .. " of another server") end
+  -- the resumed server is back: a write of its key lands there, where the
+  -- blocking driver (all servers in) reads it
+  eq(cache:put("key" .. replaced[1], "NEWER", 10), true, "put after the outage")
+  local blk = mc_cache({ servers = servers, transport = "blocking" }, "mcstale:")
+  eq(blk:get("key" .. replaced[1]), "NEWER", "the key on its own server")
 end)
 
 case("memcached driver: init_worker_by_lua falls back to the blocking driver; transport cosocket refuses there", function()

@@ -14,13 +14,19 @@
 -- memcached's incr while the counter stays at or above zero and by
 -- compare-and-swap below it, with the same wrap and overflow handling.
 --
+-- A single-key round trip's first read is given the whole `timeout` (what
+-- is left of it, later reads); connect sets it.
+--
 -- Failures: a call that fails on a pooled connection (not a timeout) runs
 -- again on a new one; then, with several servers, the server is left out
 -- for 2 s (per worker, per store) and the call runs on the key's next
 -- server on the continuum, up to 3 tries, as the blocking driver does. A
--- connection that failed or timed out is closed, never pooled. Unlike the
--- blocking driver, a server that comes back is not first cleaned of the
--- keys written elsewhere while it was out (README, memcached).
+-- connection that failed or timed out is closed, never pooled. As the
+-- blocking driver does, every write sent while a server is out is noted
+-- with its key's own server (ring:note, memcached_wire.c's log), and a
+-- server comes back only once the keys written elsewhere meanwhile are
+-- deleted on it, then on the servers they went to (flush_all past the
+-- log's limit): see rejoin_due.
 --
 -- Loaded only inside nginx (cachy.repository requires it there).
 local core = require("cachy.core")
@@ -42,6 +48,8 @@ local GET, SET, ADD, DELETE, INCR, FLUSH, NOOP, GETKQ, SETQ = 0x00, 0x01, 0x02, 
 local ST_OK, ST_NOT_FOUND, ST_EXISTS, ST_E2BIG, ST_EINVAL, ST_NOT_STORED, ST_DELTA_BADVAL, ST_ENOMEM =
   0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x82
 local ATTEMPTS = 3            -- tries of a single-key call (store_memcached.c's MC_ATTEMPTS)
+local READ_CHUNK = 16384
+local RELATIVE_MAX = 2592000  -- exptimes up to 30 days are relative (memcached_wire.h)
 local REPAIR_TRIES = 200
 local MAX_BODY = 1024 * 1024 * 1024
 local NO_EXTRAS4 = "\0\0\0\0"
@@ -72,7 +80,7 @@ function M.new(name, prefix, config)
   -- named as the blocking driver names itself: its servers once they are valid
   self.desc = "store '" .. name .. "' (memcached" .. (ring and (" " .. ring:addresses()) or "") .. ")"
   if ring then
-    self.ring, self.n = ring, ring:count()
+    self.ring, self.n, self.cleaning = ring, ring:count(), {}
     self.servers = {}
     for i = 1, self.n do
       local label, host, port = ring:address(i)
@@ -135,6 +143,20 @@ local function connect(self, i)
   return sock
 end
 
+local function response(op, status, opaque, cas, body, elen, klen)
+  return {
+    op = op, status = status, opaque = opaque, cas = cas,
+    extras = body:sub(1, elen), key = body:sub(elen + 1, elen + klen),
+    value = body:sub(elen + klen + 1),
+  }
+end
+
+local function unknown_failure(self, i, sock)
+  sock:close()
+  local _, msg = fail(self, i, "closed", "unknown read failure")
+  return nil, msg, "closed", true
+end
+
 -- Reads one response within the round trip's deadline: a table
 -- { op, status, opaque, cas, extras, key, value }, or the io_fail values.
 local function read_response(self, i, sock, deadline)
@@ -145,18 +167,10 @@ local function read_response(self, i, sock, deadline)
   local h, err = sock:receive(24)
   if not h then return io_fail(self, i, sock, err) end
   local op, status, klen, elen, blen, opaque, cas = mc_header(h)
-  if not op then
-    sock:close()
-    local _, msg = fail(self, i, "closed", "unknown read failure")
-    return nil, msg, "closed", true
-  end
+  if not op then return unknown_failure(self, i, sock) end
   local body = ""
   if blen > 0 then
-    if blen > MAX_BODY or klen + elen > blen then
-      sock:close()
-      local _, msg = fail(self, i, "closed", "unknown read failure")
-      return nil, msg, "closed", true
-    end
+    if blen > MAX_BODY or klen + elen > blen then return unknown_failure(self, i, sock) end
     update_time()
     left = deadline - now()
     if left <= 0 then return io_fail(self, i, sock, "timeout") end
@@ -164,18 +178,48 @@ local function read_response(self, i, sock, deadline)
     body, err = sock:receive(blen)
     if not body then return io_fail(self, i, sock, err) end
   end
-  return {
-    op = op, status = status, opaque = opaque, cas = cas,
-    extras = body:sub(1, elen), key = body:sub(elen + 1, elen + klen),
-    value = body:sub(elen + klen + 1),
-  }
+  return response(op, status, opaque, cas, body, elen, klen)
 end
 
--- Sends bytes and reads one response.
+-- Reads `want` more bytes after `have` within the deadline; the socket's
+-- read timeout is then the whole `timeout` again, for the next round trip.
+local function read_more(self, i, sock, deadline, have, want)
+  update_time()
+  local left = deadline - now()
+  if left <= 0 then return io_fail(self, i, sock, "timeout") end
+  sock:settimeouts(self.cto_ms, self.to_ms, timeout_ms(left))
+  local more, err = sock:receive(want)
+  if not more then return io_fail(self, i, sock, err) end
+  sock:settimeouts(self.cto_ms, self.to_ms, self.to_ms)
+  return have .. more
+end
+
+-- Sends bytes and reads the one response they ask for. The first read
+-- takes what has come (a whole response, in the common case: parsed with
+-- no further socket call); the rest of a response that came in parts is
+-- read within the round trip's deadline. Bytes beyond the one response
+-- are a broken stream: the connection is closed.
 local function round_trip(self, i, sock, bytes)
+  local deadline = now() + self.timeout
   local ok, err = sock:send(bytes)
   if not ok then return io_fail(self, i, sock, err) end
-  return read_response(self, i, sock, now() + self.timeout)
+  local data
+  data, err = sock:receiveany(READ_CHUNK)
+  if not data then return io_fail(self, i, sock, err) end
+  local code, failure
+  if #data < 24 then
+    data, err, code, failure = read_more(self, i, sock, deadline, data, 24 - #data)
+    if not data then return nil, err, code, failure end
+  end
+  local op, status, klen, elen, blen, opaque, cas = mc_header(data)
+  if not op or blen > MAX_BODY or klen + elen > blen or #data > 24 + blen then
+    return unknown_failure(self, i, sock)
+  end
+  if #data < 24 + blen then
+    data, err, code, failure = read_more(self, i, sock, deadline, data, 24 + blen - #data)
+    if not data then return nil, err, code, failure end
+  end
+  return response(op, status, opaque, cas, data:sub(25), elen, klen)
 end
 
 -- A response status that is not the answer the caller handles, as the
@@ -199,13 +243,118 @@ local function status_fail(self, i, sock, r, vlen)
   return fail(self, i, "backend", text)
 end
 
--- Runs body(self, i, sock) on the server that owns the wire key wk, with
--- the blocking driver's tries (store_memcached.c's try_again): after a
--- failure on a pooled connection (not a timeout), once more on a new one;
--- then, with several servers, the server is left out and the call runs on
--- the key's new owner. body returns its results, or the io_fail values.
-local function single(self, wk, body)
+-- The keys at sel (positions into wks) on server i, as pipelined quiet
+-- requests ending with a NOOP: make(pos) gives each request (opaque = its
+-- position); on_reply(r) handles each response before the NOOP's. Returns
+-- true, or the failure values (4th: a server failure).
+local function pipeline(self, i, sel, make, on_reply)
+  local sock, err, code, failure = connect(self, i)
+  if not sock then return nil, err, code, failure end
+  local reqs = {}
+  for j = 1, #sel do reqs[j] = make(sel[j]) end
+  reqs[#sel + 1] = mc_request(NOOP, nil, nil, nil, nil, 0)
+  local ok
+  ok, err = sock:send(concat(reqs))
+  if not ok then return io_fail(self, i, sock, err) end
+  update_time()
+  local deadline = now() + self.timeout
+  local first_err
+  while true do
+    local r
+    r, err, code, failure = read_response(self, i, sock, deadline)
+    if not r then return nil, err, code, failure end
+    if r.op == NOOP then break end
+    local e, c = on_reply(r)
+    if e and not first_err then first_err = { e, c } end
+  end
+  release(self, sock)
+  if first_err then return nil, first_err[1], first_err[2] end
+  return true
+end
+
+-- ---- failover cleaning (store_memcached.c's rejoin_due) ---------------------
+
+-- Deletes on server i the logged keys (own: all of them; else those that
+-- went to i), or empties it (flush); true when it worked. Nothing to do
+-- needs no connection.
+local function clean_on(self, i, flush, keys, landed, own)
+  local sel = {}
+  if flush then
+    sel[1] = 0
+  else
+    for p = 1, #keys do
+      if own or landed[p] == i then sel[#sel + 1] = p end
+    end
+  end
+  if #sel == 0 then return true end
+  return pipeline(self, i, sel, function(p)
+    if p == 0 then return mc_request(FLUSH, nil, NO_EXTRAS4, nil, nil, 0) end
+    return mc_request(DELETE, keys[p], nil, nil, nil, 0)
+  end, function(r)
+    if r.status ~= ST_OK and r.status ~= ST_NOT_FOUND then return self.desc, "backend" end
+  end) == true
+end
+
+local function lands(flush, landed, j)
+  if flush then return true end
+  for p = 1, #landed do
+    if landed[p] == j then return true end
+  end
+  return false
+end
+
+local CLEAN_PASSES = 3
+
+-- Lets back, cleaned, every server left out whose 2 s are over (in this
+-- worker): its logged keys are deleted on it (a failure: out another 2 s),
+-- it takes its keys back, then they are deleted where they went (a server
+-- that fails that is left out and emptied before it is back). The
+-- cleaning yields, so other requests of the worker go on meanwhile: the
+-- server stays out until it is clean (their writes of its keys go
+-- elsewhere and are noted; a log that grew during a pass is cleaned
+-- again), and only one request cleans a given server.
+local function rejoin_due(self)
+  local ring, cleaning = self.ring, self.cleaning
+  local i = ring:due()
+  while i do
+    if not cleaning[i] then
+      cleaning[i] = true
+      local ok, flush, keys, landed = false, nil, nil, nil
+      for _ = 1, CLEAN_PASSES do
+        flush, keys, landed = ring:plan(i)
+        if not clean_on(self, i, flush, keys, landed, true) then break end
+        local flush_now, keys_now = ring:plan(i)
+        if flush_now == flush and #keys_now == #keys then
+          ok = true
+          break
+        end
+      end
+      if ok then
+        ring:rejoin(i)
+        for j = 1, self.n do
+          if j ~= i and not ring:is_out(j) and lands(flush, landed, j)
+             and not clean_on(self, j, flush, keys, landed, false) then
+            ring:spoil(j)
+          end
+        end
+      else
+        ring:eject(i)
+      end
+      cleaning[i] = nil
+    end
+    i = ring:due(i)
+  end
+end
+
+-- Runs body(self, i, sock, wk, a, b, c, d) on the server that owns the
+-- wire key wk, with the blocking driver's tries (store_memcached.c's
+-- try_again): after a failure on a pooled connection (not a timeout), once
+-- more on a new one; then, with several servers, the server is left out
+-- and the call runs on the key's new owner. body returns its results, or
+-- the io_fail values.
+local function single(self, wk, body, a1, a2, a3, a4)
   if self.checked then return fail(self, nil, "misuse", self.checked) end
+  if self.n > 1 then rejoin_due(self) end
   local failures, reconnected = 0, false
   while true do
     local i = self.n > 1 and self.ring:server(wk) or 1
@@ -214,7 +363,7 @@ local function single(self, wk, body)
     local a, b, c, d
     if sock then
       reused = (sock:getreusedtimes() or 0) > 0
-      a, b, c, d = body(self, i, sock)
+      a, b, c, d = body(self, i, sock, wk, a1, a2, a3, a4)
       if not d then return a, b, c end
       err, code = b, c
     end
@@ -230,43 +379,53 @@ local function single(self, wk, body)
   end
 end
 
-local function store_request(op, wk, bytes, ms, cas, flags)
-  return mc_request(op, wk, mc_store_extras(flags or 0, mc_expiry(ms or 0)), bytes, cas, 0)
+-- The set/add extras (flags 0) of a lifetime; the last relative one is
+-- kept (an absolute exptime moves with the clock).
+local function store_extras(self, ms)
+  ms = ms or 0
+  if ms == self.extras_ms then return self.extras end
+  local exptime = mc_expiry(ms)
+  local extras = mc_store_extras(0, exptime)
+  if exptime <= RELATIVE_MAX then self.extras_ms, self.extras = ms, extras end
+  return extras
+end
+
+local function get_on(self, i, sock, wk)
+  local r, err, code, failure = round_trip(self, i, sock, mc_request(GET, wk, nil, nil, nil, 0))
+  if not r then return nil, err, code, failure end
+  if r.status == ST_OK then
+    release(self, sock)
+    local v = r.value
+    if byte(v, -1) == 32 then v = mc_unpad(v) end
+    return v
+  elseif r.status == ST_NOT_FOUND then
+    release(self, sock)
+    return nil
+  end
+  return status_fail(self, i, sock, r)
 end
 
 function Store:get(key)
-  local wk = mc_key(self.prefix .. key)
-  return single(self, wk, function(_, i, sock)
-    local r, err, code, failure = round_trip(self, i, sock, mc_request(GET, wk, nil, nil, nil, 0))
-    if not r then return nil, err, code, failure end
-    if r.status == ST_OK then
-      release(self, sock)
-      local v = r.value
-      if byte(v, -1) == 32 then v = mc_unpad(v) end
-      return v
-    elseif r.status == ST_NOT_FOUND then
-      release(self, sock)
-      return nil
-    end
-    return status_fail(self, i, sock, r)
-  end)
+  return single(self, mc_key(self.prefix .. key), get_on)
+end
+
+local function write_on(self, i, sock, wk, op, bytes, ms, answers)
+  if self.n > 1 then self.ring:note(wk, i) end
+  local req
+  if op == DELETE then req = mc_request(DELETE, wk, nil, nil, nil, 0)
+  else req = mc_request(op, wk, store_extras(self, ms), bytes, nil, 0) end
+  local r, err, code, failure = round_trip(self, i, sock, req)
+  if not r then return nil, err, code, failure end
+  local answer = answers[r.status]
+  if answer ~= nil then
+    release(self, sock)
+    return answer
+  end
+  return status_fail(self, i, sock, r, bytes and #bytes)
 end
 
 local function write(self, key, op, bytes, ms, answers)
-  local wk = mc_key(self.prefix .. key)
-  return single(self, wk, function(_, i, sock)
-    local req
-    if op == DELETE then req = mc_request(DELETE, wk, nil, nil, nil, 0)
-    else req = store_request(op, wk, bytes, ms) end
-    local r, err, code, failure = round_trip(self, i, sock, req)
-    if not r then return nil, err, code, failure end
-    local answer = answers[r.status]
-    if answer ~= nil then
-      release(self, sock)
-      return answer
-    end
-    return status_fail(self, i, sock, r, bytes and #bytes)
-  end)
+  return single(self, mc_key(self.prefix .. key), write_on, op, bytes, ms, answers)
 end
 
 local SET_ANSWERS = { [ST_OK] = true }
@@ -295,6 +454,7 @@ local function if_held(self, key, bytes, exptime)
   local wk = mc_key(self.prefix .. key)
   local extras_tail = mc_store_extras(0, exptime):sub(5, 8)
   return single(self, wk, function(_, i, sock)
+    if self.n > 1 then self.ring:note(wk, i) end
     for _ = 1, IF_TRIES do
       local r, err, code, failure = round_trip(self, i, sock, mc_request(GET, wk, nil, nil, nil, 0))
       if not r then return nil, err, code, failure end
@@ -358,6 +518,7 @@ local function repair_wrapped(self, i, sock, wk)
 end
 
 local function incr_once(self, i, sock, wk, by, shown, verb)
+  if self.n > 1 then self.ring:note(wk, i) end
   local wait = self.timeout
   update_time()
   local start = now()
@@ -383,7 +544,7 @@ local function incr_once(self, i, sock, wk, by, shown, verb)
     if r.status == ST_NOT_FOUND then
       local text = format("%d", by)
       local w
-      w, err, code, failure = round_trip(self, i, sock, store_request(ADD, wk, text, 0))
+      w, err, code, failure = round_trip(self, i, sock, mc_request(ADD, wk, store_extras(self, 0), text, nil, 0))
       if not w then return nil, err, code, failure end
       if w.status == ST_OK then
         release(self, sock)
@@ -475,10 +636,7 @@ end
 
 -- incr(key, by [, shown [, verb]]), as cachy.resty.redis's.
 function Store:incr(key, by, shown, verb)
-  local wk = mc_key(self.prefix .. key)
-  return single(self, wk, function(_, i, sock)
-    return incr_once(self, i, sock, wk, by, shown or key, verb)
-  end)
+  return single(self, mc_key(self.prefix .. key), incr_once, by, shown or key, verb)
 end
 
 -- ---- whole store ------------------------------------------------------------
@@ -507,40 +665,12 @@ function Store:flush()
   return true
 end
 
--- The keys at sel (positions into wks) on server i, as pipelined quiet
--- requests ending with a NOOP: make(pos) gives each request (opaque = its
--- position); on_reply(r) handles each response before the NOOP's. Returns
--- true, or the failure values (4th: a server failure).
-local function pipeline(self, i, sel, make, on_reply)
-  local sock, err, code, failure = connect(self, i)
-  if not sock then return nil, err, code, failure end
-  local reqs = {}
-  for j = 1, #sel do reqs[j] = make(sel[j]) end
-  reqs[#sel + 1] = mc_request(NOOP, nil, nil, nil, nil, 0)
-  local ok
-  ok, err = sock:send(concat(reqs))
-  if not ok then return io_fail(self, i, sock, err) end
-  update_time()
-  local deadline = now() + self.timeout
-  local first_err
-  while true do
-    local r
-    r, err, code, failure = read_response(self, i, sock, deadline)
-    if not r then return nil, err, code, failure end
-    if r.op == NOOP then break end
-    local e, c = on_reply(r)
-    if e and not first_err then first_err = { e, c } end
-  end
-  release(self, sock)
-  if first_err then return nil, first_err[1], first_err[2] end
-  return true
-end
-
 -- Sends every pending position to the server owning its wire key, in
 -- rounds: the keys of a server that failed go to their new owner in the
 -- next round (store_memcached.c's each_owner).
 local function each_owner(self, wks, run)
   if self.checked then return fail(self, nil, "misuse", self.checked) end
+  if self.n > 1 then rejoin_due(self) end
   local n = #wks
   local pending = {}
   for p = 1, n do pending[p] = true end
@@ -611,6 +741,9 @@ function Store:put_many(keys, vals, ms)
   for p = 1, n do wks[p] = mc_key(prefix .. keys[p]) end
   local extras = mc_store_extras(0, mc_expiry(ms or 0))
   return each_owner(self, wks, function(i, sel)
+    if self.n > 1 then
+      for _, p in ipairs(sel) do self.ring:note(wks[p], i) end
+    end
     return pipeline(self, i, sel, function(p)
       return mc_request(SETQ, wks[p], extras, vals[p], nil, p)
     end, function(r)

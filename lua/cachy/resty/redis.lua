@@ -101,6 +101,7 @@ function M.new(name, prefix, config)
     host = host, port = port, socket = socket,
     db = config.db or 0, username = config.username, password = config.password,
     connect_timeout = config.connect_timeout or 1.0, timeout = config.timeout or 1.0,
+    retry_after = config.retry_after or 2.0,
     keepalive_ms = floor((config.keepalive or 60) * 1000),
     pool_size = config.pool_size or 64,
     desc = "store '" .. name .. "' (redis " .. address .. ")",
@@ -144,6 +145,9 @@ function Store:check()
   end
   if self.username and not self.password then
     return bad("password", "set when 'username' is")
+  end
+  if not (self.retry_after >= 0 and self.retry_after <= 86400) then
+    return bad("retry_after", "a number of seconds from 0, at most 86400")
   end
   return nil
 end
@@ -231,9 +235,8 @@ local function connect_fail(self, sock, err)
 end
 
 -- A connected socket: from the pool, or new (then AUTH and SELECT in one
--- round trip, as store_redis.c's conn_open).
-local function connect(self)
-  if self.checked then return fail(self, "misuse", self.checked) end
+-- round trip, as store_redis.c's handshake).
+local function open(self)
   local sock = tcp()
   sock:settimeouts(self.cto_ms, self.to_ms, self.to_ms)
   local ok, err
@@ -275,6 +278,21 @@ local function connect(self)
 end
 
 local ASKING = redis_command("ASKING")
+
+-- store_redis.c's breaker, per worker: after a failed connect (refused, no
+-- such socket, connect_timeout, the AUTH/SELECT round trip timing out or
+-- breaking; not an error answer, nor a failure on a pooled connection),
+-- calls fail at once with that connect's error for retry_after seconds.
+local function connect(self)
+  if self.checked then return fail(self, "misuse", self.checked) end
+  local held = self.held
+  if held and now() < held[1] then return nil, held[2], held[3] end
+  local sock, err, code = open(self)
+  if not sock and self.retry_after > 0 and (code == "refused" or code == "closed" or code == "timeout") then
+    self.held = { now() + self.retry_after, err, code }
+  end
+  return sock, err, code
+end
 
 -- One command, one reply: the reply, or nil, err, code. A store marked
 -- `asking` (cachy.resty.redis_cluster, following an ASK redirection) sends
