@@ -16,20 +16,26 @@
 #include <string.h>
 
 #include "lcachy.h"
+#include "store_memory.h"
 
-/* Where a read left its bytes (and the decorator's read its key). */
+/* Where a read left its bytes (and the decorator's read its key), and a
+ * reference to the item a get read or a put wrote, for touch (as integers
+ * the Lua side keeps as numbers: a pointer in a Lua table would be a
+ * boxed cdata, made per reference). */
 typedef struct jit_out {
     const char *ptr;
     size_t len;
     const char *key;
     size_t klen;
+    uint64_t item, stamp, gen;      /* item 0: no reference */
 } jit_out;
 
 /* The table jit.lua declares with ffi.cdef: keep the two in step. */
 typedef struct jit_api {
     int (*get)(lc_handle *h, const char *key, size_t klen, jit_out *out, cachy_error *err);
+    int (*touch)(lc_handle *h, uint64_t item, uint64_t stamp, uint64_t gen);
     int (*put_string)(lc_handle *h, const char *key, size_t klen, const char *s, size_t n,
-                      int64_t ms, cachy_error *err);
+                      int64_t ms, jit_out *out, cachy_error *err);
     int (*put_number)(lc_handle *h, const char *key, size_t klen, double d, int64_t ms,
                       cachy_error *err);
     int (*put_boolean)(lc_handle *h, const char *key, size_t klen, int b, int64_t ms,
@@ -48,6 +54,19 @@ static int closed(const lc_handle *h, cachy_error *err)
     return 1;
 }
 
+/* The item the last get or put of h's store found or wrote, into out. */
+static void reference(lc_handle *h, jit_out *out)
+{
+    cachy_memory_ref ref;
+    if (cachy_memory_last(h->store, &ref) != 0) {
+        out->item = 0;
+        return;
+    }
+    out->item = (uint64_t)(uintptr_t)ref.item;
+    out->stamp = ref.stamp;
+    out->gen = ref.gen;
+}
+
 static int j_get(lc_handle *h, const char *key, size_t klen, jit_out *out, cachy_error *err)
 {
     cachy_slice k = { key, klen };
@@ -57,7 +76,22 @@ static int j_get(lc_handle *h, const char *key, size_t klen, jit_out *out, cachy
     rc = cachy_get(h->store, k, &h->buf, err);
     out->ptr = h->buf.data;
     out->len = h->buf.len;
+    if (rc == 1)
+        reference(h, out);
     return rc;
+}
+
+/* A get of the item a get found before (cachy_memory_touch): 1 a hit, 0
+ * when the Lua side must read by key. */
+static int j_touch(lc_handle *h, uint64_t item, uint64_t stamp, uint64_t gen)
+{
+    cachy_memory_ref ref;
+    if (h->store == NULL || item == 0)
+        return 0;
+    ref.item = (const void *)(uintptr_t)item;
+    ref.stamp = stamp;
+    ref.gen = gen;
+    return cachy_memory_touch(h->store, &ref);
 }
 
 /* Writes h->buf under key; 0 or -1. */
@@ -73,9 +107,10 @@ static int nomem(cachy_error *err, lc_handle *h)
     return -1;
 }
 
-/* A string as MessagePack writes it: str with the shortest header. */
+/* A string as MessagePack writes it: str with the shortest header; out
+ * gets a reference to the item written. */
 static int j_put_string(lc_handle *h, const char *key, size_t klen, const char *s, size_t n,
-                        int64_t ms, cachy_error *err)
+                        int64_t ms, jit_out *out, cachy_error *err)
 {
     unsigned char head[5];
     size_t hl;
@@ -103,7 +138,10 @@ static int j_put_string(lc_handle *h, const char *key, size_t klen, const char *
     }
     if (cachy_buf_set(&h->buf, head, hl) != 0 || cachy_buf_append(&h->buf, s, n) != 0)
         return nomem(err, h);
-    return put_buf(h, key, klen, ms, err);
+    if (put_buf(h, key, klen, ms, err) != 0)
+        return -1;
+    reference(h, out);
+    return 0;
 }
 
 /* A number as the codec writes it where numbers are doubles: an integral
@@ -173,6 +211,7 @@ static const char *j_code_name(int code)
 
 static const jit_api api = {
     .get = j_get,
+    .touch = j_touch,
     .put_string = j_put_string,
     .put_number = j_put_number,
     .put_boolean = j_put_boolean,

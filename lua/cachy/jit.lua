@@ -15,7 +15,7 @@ local core = require("cachy.core")
 local compat = require("cachy.compat")
 
 local ffi_string, ffi_cast, ffi_new = ffi.string, ffi.cast, ffi.new
-local type, tostring, select, ceil = type, tostring, select, math.ceil
+local type, tostring, tonumber, select, ceil = type, tostring, tonumber, select, math.ceil
 local core_decode, core_decode_tuple, quote_key = core.decode, core.decode_tuple, core.quote_key
 local pack, unpack = compat.pack, compat.unpack
 
@@ -24,12 +24,16 @@ local pack, unpack = compat.pack, compat.unpack
 if not pcall(ffi.typeof, "cachy_jit_api") then
   ffi.cdef([[
 typedef struct { int code; char msg[512]; } cachy_jit_error;
-typedef struct { const char *ptr; size_t len; const char *key; size_t klen; } cachy_jit_out;
+typedef struct {
+  const char *ptr; size_t len; const char *key; size_t klen;
+  uint64_t item, stamp, gen;
+} cachy_jit_out;
 typedef struct { int tag; double num; const char *str; size_t len; } cachy_jit_arg;
 typedef struct {
   int (*get)(void *h, const char *key, size_t klen, cachy_jit_out *out, cachy_jit_error *err);
+  int (*touch)(void *h, uint64_t item, uint64_t stamp, uint64_t gen);
   int (*put_string)(void *h, const char *key, size_t klen, const char *s, size_t n, int64_t ms,
-                    cachy_jit_error *err);
+                    cachy_jit_out *out, cachy_jit_error *err);
   int (*put_number)(void *h, const char *key, size_t klen, double d, int64_t ms,
                     cachy_jit_error *err);
   int (*put_boolean)(void *h, const char *key, size_t klen, int b, int64_t ms,
@@ -133,8 +137,8 @@ function M.bind(st, cfast, default_ms)
   assert(tonumber(api.error_size) == ffi.sizeof("cachy_jit_error")
     and tonumber(api.arg_size) == ffi.sizeof("cachy_jit_arg"), "cachy.jit: layouts differ from core.so")
   local h = ffi_cast("void *", h_p)
-  local c_get, c_put_string, c_put_number, c_put_boolean, c_tuple_get =
-    api.get, api.put_string, api.put_number, api.put_boolean, api.tuple_get
+  local c_get, c_touch, c_put_string, c_put_number, c_put_boolean, c_tuple_get =
+    api.get, api.touch, api.put_string, api.put_number, api.put_boolean, api.tuple_get
   local out = ffi_new("cachy_jit_out")
   local err = ffi_new("cachy_jit_error")
   local args = ffi_new("cachy_jit_arg[?]", MAX_ARGS)
@@ -143,6 +147,16 @@ function M.bind(st, cfast, default_ms)
   -- Where hits and misses of this path are counted: an increment that
   -- compiles (the memory store counts its own too, for stats()).
   local counts = { hits = 0, misses = 0 }
+
+  -- Per key, the value a get last read when it is not a table (strings,
+  -- numbers and booleans are values: handing the same one out again is a
+  -- copy), with a reference to the store's item. While the reference
+  -- holds (cachy_memory_touch: no item freed since, this one not
+  -- rewritten), a hit is one touch of the item, which counts it and checks
+  -- its expiry as a get does, without hashing or comparing the key or
+  -- making a string. Weak: an entry lasts while it is used, at most until
+  -- a collection finds it unused.
+  local memo = setmetatable({}, { __mode = "v" })
 
   local function fail()
     return nil, ffi_string(err.msg), ffi_string(api.code_name(err.code))
@@ -161,6 +175,17 @@ function M.bind(st, cfast, default_ms)
     local dok, dv = core_decode(ffi_string(p, n))
     if dok then return true, dv end
     return corrupt(key, dv)
+  end
+
+  -- Keeps v as what key's item (the one out refers to) reads as; e: key's
+  -- entry, if it has one.
+  local function remember(key, e, v)
+    if out.item == 0 then return end
+    if e == nil then
+      e = {}
+      memo[key] = e
+    end
+    e.item, e.stamp, e.gen, e.value = tonumber(out.item), tonumber(out.stamp), tonumber(out.gen), v
   end
 
   local fast = {}
@@ -183,12 +208,18 @@ function M.bind(st, cfast, default_ms)
       end
       return cget(self, key, default)
     end
+    local e = memo[key]
+    if e ~= nil and c_touch(h, e.item, e.stamp, e.gen) == 1 then
+      counts.hits = counts.hits + 1
+      return e.value
+    end
     local rc = c_get(h, key, #key, out, err)
     if rc == 1 then
       counts.hits = counts.hits + 1
       local ok, v, code = read(key)
-      if ok then return v end
-      return nil, v, code
+      if not ok then return nil, v, code end
+      if type(v) ~= "table" then remember(key, e, v) end
+      return v
     end
     if rc < 0 then return fail() end
     counts.misses = counts.misses + 1
@@ -215,7 +246,9 @@ function M.bind(st, cfast, default_ms)
     end
     local rc
     if tv == "string" then
-      rc = c_put_string(h, key, #key, value, #value, ms, err)
+      rc = c_put_string(h, key, #key, value, #value, ms, out, err)
+      -- a string reads back as itself: the next get can be a touch
+      if rc == 0 then remember(key, memo[key], value) end
     elseif tv == "number" then
       rc = c_put_number(h, key, #key, value, ms, err)
     elseif tv == "boolean" then
