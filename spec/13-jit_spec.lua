@@ -259,6 +259,20 @@ describe("the memory store's LuaJIT path", function()
       assert.are.equal(1, stats.evictions)
     end)
 
+    it("stays right past the number of values it keeps, and for long values", function()
+      local cache = memory()
+      for round = 1, 2 do
+        for i = 1, 3000 do assert(cache:put("k" .. i, round .. ":" .. i)) end
+        for i = 1, 3000 do assert.are.equal(round .. ":" .. i, cache:get("k" .. i)) end
+        for i = 1, 3000, 7 do assert.are.equal(round .. ":" .. i, cache:get("k" .. i)) end
+      end
+      local long = ("x"):rep(5000)
+      assert(cache:put("long", long))
+      assert.are.equal(long, cache:get("long"))
+      assert(handle(cache):put("long", core.encode(("y"):rep(5000)), 0))
+      assert.are.equal(("y"):rep(5000), cache:get("long"))
+    end)
+
     it("is per store: two managers do not see each other's items", function()
       local a, b = memory(), memory()
       assert(a:put("k", "a"))

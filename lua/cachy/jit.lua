@@ -48,6 +48,7 @@ end
 
 local BYTES = ffi.typeof("const uint8_t *")
 local MAX_ARGS = 4      -- decorated calls with more arguments take the C path
+local MEMO_MAX, MEMO_VALUE_MAX = 1024, 1024     -- see memo below
 
 local M = {}
 
@@ -154,9 +155,12 @@ function M.bind(st, cfast, default_ms)
   -- holds (cachy_memory_touch: no item freed since, this one not
   -- rewritten), a hit is one touch of the item, which counts it and checks
   -- its expiry as a get does, without hashing or comparing the key or
-  -- making a string. Weak: an entry lasts while it is used, at most until
-  -- a collection finds it unused.
-  local memo = setmetatable({}, { __mode = "v" })
+  -- making a string. At most MEMO_MAX entries of values up to
+  -- MEMO_VALUE_MAX bytes: past that the table starts afresh. (Weak
+  -- entries were tried: a collection emptied the table, and a loop whose
+  -- trace was recorded then compiled the read by key, the touch becoming
+  -- a side trace at twice the cost.)
+  local memo, memo_n = {}, 0
 
   local function fail()
     return nil, ffi_string(err.msg), ffi_string(api.code_name(err.code))
@@ -180,10 +184,12 @@ function M.bind(st, cfast, default_ms)
   -- Keeps v as what key's item (the one out refers to) reads as; e: key's
   -- entry, if it has one.
   local function remember(key, e, v)
-    if out.item == 0 then return end
+    if out.item == 0 or (type(v) == "string" and #v > MEMO_VALUE_MAX) then return end
     if e == nil then
+      if memo_n >= MEMO_MAX then memo, memo_n = {}, 0 end
       e = {}
       memo[key] = e
+      memo_n = memo_n + 1
     end
     e.item, e.stamp, e.gen, e.value = tonumber(out.item), tonumber(out.stamp), tonumber(out.gen), v
   end
