@@ -326,6 +326,49 @@ describe("the memory store's LuaJIT path", function()
       end
     end)
 
+    it("sees its entry rewritten or removed, and its lifetime end", function()
+      local cache = memory()
+      local calls = 0
+      local f = cache(function(a, b) calls = calls + 1 return "r" .. calls, b end, { key = "t" })
+      assert.are.same({ "r1", "u" }, { f(1, "u") })
+      assert.are.same({ "r1", "u" }, { f(1, "u") })
+      assert.are.same({ "r1", "u" }, { f(1.0, "u") })      -- one key, as in the C path
+      local key = assert(core.args_key("t", 1, "u"))
+      assert(handle(cache):put(key, core.encode_tuple(2, "r9", "w"), 0))   -- same size, in place
+      assert.are.same({ "r9", "w" }, { f(1, "u") })
+      assert(handle(cache):forget(key))
+      assert.are.same({ "r2", "u" }, { f(1, "u") })
+      assert.are.equal(2, calls)
+      assert.are.same({ "r3", "u" }, { f("1", "u") })      -- a string is another argument
+      assert.are.same({ "r4" }, { f(nil, nil) })
+      assert.are.same({ "r4" }, { f(nil, nil) })
+      assert.are.same({ "r5", false }, { f(true, false) })
+      assert.are.same({ "r5", false }, { f(true, false) })
+      assert.are.equal(5, calls)
+      local g = cache(function(a, b) return "g", b end, { key = "t2" })
+      assert.are.same({ "g", "u" }, { g(1, "u") })          -- another prefix, same arguments
+      assert.are.same({ "r2", "u" }, { f(1, "u") })
+      local short = cache(function() calls = calls + 1 return calls end, { key = "s", minutes = 0.001 })
+      local first = short()
+      assert.are.equal(first, short())
+      local t0 = os.clock()
+      repeat local _ = 1 until os.clock() - t0 > 0.1
+      assert.are.equal(first + 1, short())
+    end)
+
+    it("hands out fresh tables and counts its hits", function()
+      local cache = memory()
+      local f = cache(function(a) return { a = a }, "s" end, { key = "tbl" })
+      local t = f(1)
+      t.a = "changed"
+      assert.are.same({ { a = 1 }, "s" }, { f(1) })
+      assert.are.same({ { a = 1 }, "s" }, { f(1) })
+      local hits = cache:stats().hits
+      local g = cache(function(a) return a * 2 end, { key = "dbl" })
+      for _ = 1, 10 do assert.are.equal(4, g(2)) end
+      assert.are.equal(hits + 9, cache:stats().hits)
+    end)
+
     it("calls the function when the stored results cannot be decoded", function()
       local errors = {}
       local cache = cachy.new({ stores = { main = { driver = "memory" } },

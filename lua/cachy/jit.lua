@@ -160,7 +160,7 @@ function M.bind(st, cfast, default_ms)
   -- entries were tried: a collection emptied the table, and a loop whose
   -- trace was recorded then compiled the read by key, the touch becoming
   -- a side trace at twice the cost.)
-  local memo, memo_n = {}, 0
+  local memo, dmemo, memo_n = {}, {}, 0      -- dmemo: the decorator's, below
 
   local function fail()
     return nil, ffi_string(err.msg), ffi_string(api.code_name(err.code))
@@ -186,7 +186,7 @@ function M.bind(st, cfast, default_ms)
   local function remember(key, e, v)
     if out.item == 0 or (type(v) == "string" and #v > MEMO_VALUE_MAX) then return end
     if e == nil then
-      if memo_n >= MEMO_MAX then memo, memo_n = {}, 0 end
+      if memo_n >= MEMO_MAX then memo, dmemo, memo_n = {}, {}, 0 end
       e = {}
       memo[key] = e
       memo_n = memo_n + 1
@@ -311,10 +311,86 @@ function M.bind(st, cfast, default_ms)
 
   -- tuple_get(prefix, ...): what lcachy_fast.c's tuple_get answers: true,
   -- results... on a hit; false, key, err, code, args... otherwise.
+  -- The decorator's twin of memo, for calls of up to two arguments: per
+  -- prefix, then by the arguments (1 and 1.0 are one table key as they
+  -- are one cache key; a nil argument is NIL), the results a read found,
+  -- when none is a table, with the reference to their item. Counted in
+  -- the same bound as memo.
+  local NIL = {}
+
+  -- The entry of a call, or nil; with create, made when missing.
+  local function dentry(prefix, n, a1, a2, create)
+    local t = dmemo[prefix]
+    if t == nil then
+      if not create then return nil end
+      t = {}
+      dmemo[prefix] = t
+    end
+    if n == 0 then
+      local e = t[0]
+      if e == nil and create then
+        e = {}
+        t[0] = e
+      end
+      return e
+    end
+    local m = t[n]
+    if m == nil then
+      if not create then return nil end
+      m = {}
+      t[n] = m
+    end
+    local k1 = a1 == nil and NIL or a1
+    if n == 2 then
+      local m2 = m[k1]
+      if m2 == nil then
+        if not create then return nil end
+        m2 = {}
+        m[k1] = m2
+      end
+      m, k1 = m2, a2 == nil and NIL or a2
+    end
+    local e = m[k1]
+    if e == nil and create then
+      e = {}
+      m[k1] = e
+    end
+    return e
+  end
+
+  local function long(v)
+    return type(v) == "string" and #v > MEMO_VALUE_MAX
+  end
+
+  -- Keeps count results as what the call's item (the one out refers to)
+  -- reads as.
+  local function dremember(prefix, n, a1, a2, count, v1, v2, v3)
+    if out.item == 0 or n > 2 or a1 ~= a1 or a2 ~= a2 or long(a1) or long(a2)
+        or long(v1) or long(v2) or long(v3) then
+      return
+    end
+    if memo_n >= MEMO_MAX then memo, dmemo, memo_n = {}, {}, 0 end
+    local e = dentry(prefix, n, a1, a2, true)
+    if e.count == nil then memo_n = memo_n + 1 end
+    e.item, e.stamp, e.gen = tonumber(out.item), tonumber(out.stamp), tonumber(out.gen)
+    e.count, e.v1, e.v2, e.v3 = count, v1, v2, v3
+  end
+
   function fast.tuple_get(prefix, ...)
     local n = select("#", ...)
     if n > MAX_ARGS or type(prefix) ~= "string" then return ctuple_get(prefix, ...) end
     local a1, a2, a3, a4 = ...
+    if n <= 2 and a1 == a1 and a2 == a2 then
+      local e = dentry(prefix, n, a1, a2, false)
+      if e ~= nil and c_touch(h, e.item, e.stamp, e.gen) == 1 then
+        counts.hits = counts.hits + 1
+        local count = e.count
+        if count == 2 then return true, e.v1, e.v2 end
+        if count == 1 then return true, e.v1 end
+        if count == 3 then return true, e.v1, e.v2, e.v3 end
+        return true
+      end
+    end
     if (n >= 1 and not set_arg(0, a1)) or (n >= 2 and not set_arg(1, a2))
         or (n >= 3 and not set_arg(2, a3)) or (n >= 4 and not set_arg(3, a4)) then
       return ctuple_get(prefix, ...)
@@ -325,6 +401,7 @@ function M.bind(st, cfast, default_ms)
       -- (no varargs passed on here: LuaJIT compiles that only for
       -- varargs that came within the trace)
       local count, v1, v2, v3 = results()
+      if count ~= nil then dremember(prefix, n, a1, a2, count, v1, v2, v3) end
       if count == 2 then return true, v1, v2 end
       if count == 1 then return true, v1 end
       if count == 3 then return true, v1, v2, v3 end
