@@ -318,44 +318,28 @@ function M.bind(st, cfast, default_ms)
   -- the same bound as memo.
   local NIL = {}
 
+  -- t[k]; a new table put there when it is missing and create is true.
+  local function sub(t, k, create)
+    local v = t[k]
+    if v == nil and create then
+      v = {}
+      t[k] = v
+    end
+    return v
+  end
+
   -- The entry of a call, or nil; with create, made when missing.
   local function dentry(prefix, n, a1, a2, create)
-    local t = dmemo[prefix]
-    if t == nil then
-      if not create then return nil end
-      t = {}
-      dmemo[prefix] = t
-    end
-    if n == 0 then
-      local e = t[0]
-      if e == nil and create then
-        e = {}
-        t[0] = e
-      end
-      return e
-    end
-    local m = t[n]
-    if m == nil then
-      if not create then return nil end
-      m = {}
-      t[n] = m
-    end
+    local t = sub(dmemo, prefix, create)
+    if t == nil then return nil end
+    if n == 0 then return sub(t, 0, create) end
+    t = sub(t, n, create)
+    if t == nil then return nil end
     local k1 = a1 == nil and NIL or a1
-    if n == 2 then
-      local m2 = m[k1]
-      if m2 == nil then
-        if not create then return nil end
-        m2 = {}
-        m[k1] = m2
-      end
-      m, k1 = m2, a2 == nil and NIL or a2
-    end
-    local e = m[k1]
-    if e == nil and create then
-      e = {}
-      m[k1] = e
-    end
-    return e
+    if n == 1 then return sub(t, k1, create) end
+    t = sub(t, k1, create)
+    if t == nil then return nil end
+    return sub(t, a2 == nil and NIL or a2, create)
   end
 
   local function long(v)
