@@ -32,6 +32,7 @@ typedef struct jit_out {
 
 /* The table jit.lua declares with ffi.cdef: keep the two in step. */
 typedef struct jit_api {
+    size_t api_size;                /* first, so a shorter table is refused before more is read */
     int (*get)(lc_handle *h, const char *key, size_t klen, jit_out *out, cachy_error *err);
     int (*touch)(lc_handle *h, uint64_t item, uint64_t stamp, uint64_t gen);
     int (*put_string)(lc_handle *h, const char *key, size_t klen, const char *s, size_t n,
@@ -43,7 +44,10 @@ typedef struct jit_api {
     int (*tuple_get)(lc_handle *h, const char *prefix, size_t plen, const cachy_arg *args, int n,
                      jit_out *out, cachy_error *err);
     const char *(*code_name)(int code);
-    size_t error_size, arg_size;    /* checked against the Lua side's declarations */
+    /* checked against the Lua side's declarations, as api_size: a
+     * cachy/jit.lua and a core.so of different versions refuse to work
+     * together */
+    size_t error_size, arg_size, out_size;
 } jit_api;
 
 static int closed(const lc_handle *h, cachy_error *err)
@@ -210,6 +214,7 @@ static const char *j_code_name(int code)
 }
 
 static const jit_api api = {
+    .api_size = sizeof(jit_api),
     .get = j_get,
     .touch = j_touch,
     .put_string = j_put_string,
@@ -219,6 +224,7 @@ static const jit_api api = {
     .code_name = j_code_name,
     .error_size = sizeof(cachy_error),
     .arg_size = sizeof(cachy_arg),
+    .out_size = sizeof(jit_out),
 };
 
 /* core.jit_bind(handle): the function table and the handle, as light

@@ -6,7 +6,9 @@
 -- and copies the bytes; this side turns the common MessagePack shapes
 -- (strings, numbers, booleans, nil) into values itself and hands anything
 -- else (tables, 64-bit integers) to the C decoder, so every answer,
--- copy-on-read included, is the one lcachy_fast.c gives. Arguments this
+-- copy-on-read included, is the one lcachy_fast.c gives. A read of an
+-- item that has not changed since it was last read or written here is a
+-- "touch" of that item (csrc/store_memory.h; memo below). Arguments this
 -- path does not take on (a date as a lifetime, a table as a value or as
 -- a decorated function's argument, a misuse to report) go to the
 -- lcachy_fast.c function, which answers them as before.
@@ -19,8 +21,8 @@ local type, tostring, tonumber, select, ceil = type, tostring, tonumber, select,
 local core_decode, core_decode_tuple, quote_key = core.decode, core.decode_tuple, core.quote_key
 local pack, unpack = compat.pack, compat.unpack
 
--- The layouts of lcachy_jit.c (and of cachy_error and cachy_arg, which
--- the C side checks by size): keep them in step.
+-- The layouts of lcachy_jit.c (and of cachy_error and cachy_arg), which
+-- bind checks by size against core.so's: keep them in step.
 if not pcall(ffi.typeof, "cachy_jit_api") then
   ffi.cdef([[
 typedef struct { int code; char msg[512]; } cachy_jit_error;
@@ -30,6 +32,7 @@ typedef struct {
 } cachy_jit_out;
 typedef struct { int tag; double num; const char *str; size_t len; } cachy_jit_arg;
 typedef struct {
+  size_t api_size;
   int (*get)(void *h, const char *key, size_t klen, cachy_jit_out *out, cachy_jit_error *err);
   int (*touch)(void *h, uint64_t item, uint64_t stamp, uint64_t gen);
   int (*put_string)(void *h, const char *key, size_t klen, const char *s, size_t n, int64_t ms,
@@ -41,7 +44,7 @@ typedef struct {
   int (*tuple_get)(void *h, const char *prefix, size_t plen, const cachy_jit_arg *args, int n,
                    cachy_jit_out *out, cachy_jit_error *err);
   const char *(*code_name)(int code);
-  size_t error_size, arg_size;
+  size_t error_size, arg_size, out_size;
 } cachy_jit_api;
 ]])
 end
@@ -132,11 +135,20 @@ end
 -- cfast with get, put and tuple_get through the FFI, or cfast itself when
 -- the store is not a memory store.
 function M.bind(st, cfast, default_ms)
+  if core.jit_bind == nil then
+    error("cachy.jit: cachy/core.so has no jit_bind (a core.so of another version?)", 0)
+  end
   local api_p, h_p = core.jit_bind(st)
   if api_p == nil then return cfast end
   local api = ffi_cast("const cachy_jit_api *", api_p)
-  assert(tonumber(api.error_size) == ffi.sizeof("cachy_jit_error")
-    and tonumber(api.arg_size) == ffi.sizeof("cachy_jit_arg"), "cachy.jit: layouts differ from core.so")
+  -- api_size is the table's first field: the others are read only when
+  -- the table is as long as declared here
+  if tonumber(api.api_size) ~= ffi.sizeof("cachy_jit_api")
+      or tonumber(api.error_size) ~= ffi.sizeof("cachy_jit_error")
+      or tonumber(api.arg_size) ~= ffi.sizeof("cachy_jit_arg")
+      or tonumber(api.out_size) ~= ffi.sizeof("cachy_jit_out") then
+    error("cachy.jit: the FFI declarations differ from cachy/core.so's (a core.so of another version?)", 0)
+  end
   local h = ffi_cast("void *", h_p)
   local c_get, c_touch, c_put_string, c_put_number, c_put_boolean, c_tuple_get =
     api.get, api.touch, api.put_string, api.put_number, api.put_boolean, api.tuple_get
