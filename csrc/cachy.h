@@ -154,6 +154,10 @@ int cachy_many(cachy_store *s, const cachy_slice *keys, size_t n, cachy_buf *out
                cachy_error *err);                                                      /* 0, -1 */
 int cachy_put_many(cachy_store *s, const cachy_slice *keys, const cachy_slice *vals, size_t n,
                    int64_t ttl_ms, cachy_error *err);                                  /* 0, -1 */
+/* Locks: remove key, or give it ttl_ms from now, only while it holds exactly val. */
+int cachy_forget_if(cachy_store *s, cachy_slice key, cachy_slice val, cachy_error *err);   /* 1 removed, 0 not held, -1 */
+int cachy_touch_if(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_ms,
+                   cachy_error *err);                                                  /* 1 extended, 0 not held, -1 */
 int cachy_stats_of(cachy_store *s, cachy_stats *out, cachy_error *err);                /* 0, -1 (driver has none: EMISUSE) */
 int cachy_prune(cachy_store *s, cachy_error *err);                                     /* 0, -1 (driver has none: EMISUSE) */
 

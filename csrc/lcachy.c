@@ -220,6 +220,7 @@ static const luaL_Reg core_functions[] = {
     { "driver_fields", core_driver_fields },
     { "redis_command", lc_redis_command },
     { "redis_reader", lc_redis_reader },
+    { "redis_lock_command", lc_redis_lock_command },
     { "mc_key", lc_mw_key },
     { "mc_expiry", lc_mw_expiry },
     { "mc_request", lc_mw_request },
@@ -261,5 +262,6 @@ LUALIB_API int luaopen_cachy_core(lua_State *L)
     lc_open_store(L);
     lc_open_redis(L);
     lc_open_memcached_wire(L);
+    lc_open_lock(L);
     return 1;
 }

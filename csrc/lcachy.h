@@ -55,6 +55,7 @@ int lc_jit_bind(lua_State *L);                              /* core.jit_bind */
 /* lcachy_redis.c: RESP for transports written in Lua (redis_proto.c). */
 int lc_redis_command(lua_State *L);                         /* core.redis_command */
 int lc_redis_reader(lua_State *L);                          /* core.redis_reader */
+int lc_redis_lock_command(lua_State *L);                    /* core.redis_lock_command */
 void lc_open_redis(lua_State *L);                           /* the reader's metatable */
 
 /* lcachy_memcached.c: memcached keys, lifetimes, binary frames, counters and
@@ -72,6 +73,9 @@ int lc_mw_repair(lua_State *L);
 int lc_mw_status(lua_State *L);
 int lc_mw_ring_new(lua_State *L);
 void lc_open_memcached_wire(lua_State *L);                  /* the ring's metatable */
+
+/* lcachy_lock.c: what locks need from C (a sleep, owner tokens). */
+void lc_open_lock(lua_State *L);
 
 /* A key argument: a non-empty string or a number. NULL with *why set otherwise. */
 const char *lc_key_of(lua_State *L, int idx, size_t *len, const char **why);

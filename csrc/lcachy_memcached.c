@@ -406,4 +406,6 @@ static const luaL_Reg ring_methods[] = {
 void lc_open_memcached_wire(lua_State *L)
 {
     lc_new_class(L, RING_MT, ring_methods, ring_gc);
+    cachy_pushinteger(L, CACHY_MC_EXPIRED);     /* core.mc_expired: forget_if's exptime */
+    lua_setfield(L, -2, "mc_expired");
 }

@@ -27,13 +27,24 @@ typedef struct lc_reader {
     cachy_resp *pending;        /* a reply being converted, freed if that raises */
 } lc_reader;
 
+/* Pushes the RESP bytes of one command. */
+static int push_command(lua_State *L, int argc, const char **argv, const size_t *lens)
+{
+    size_t len;
+    char *cmd = cachy_resp_command(argc, argv, lens, &len);
+    if (cmd == NULL)
+        return luaL_error(L, "not enough memory");
+    lua_pushlstring(L, cmd, len);
+    cachy_resp_command_free(cmd);
+    return 1;
+}
+
 /* core.redis_command(arg, ...) or core.redis_command({ arg, ... }) */
 int lc_redis_command(lua_State *L)
 {
     const char *sargv[STACK_ARGS], **argv = sargv;
-    size_t slens[STACK_ARGS], *lens = slens, len;
+    size_t slens[STACK_ARGS], *lens = slens;
     int i, argc, from_table = lua_type(L, 1) == LUA_TTABLE;
-    char *cmd;
     argc = from_table ? (int)cachy_rawlen(L, 1) : lua_gettop(L);
     if (argc < 1)
         return luaL_argerror(L, 1, "a command expected");
@@ -53,12 +64,26 @@ int lc_redis_command(lua_State *L)
             argv[i] = luaL_checklstring(L, i + 1, &lens[i]);
         }
     }
-    cmd = cachy_resp_command(argc, argv, lens, &len);
-    if (cmd == NULL)
-        return luaL_error(L, "not enough memory");
-    lua_pushlstring(L, cmd, len);
-    cachy_resp_command_free(cmd);
-    return 1;
+    return push_command(L, argc, argv, lens);
+}
+
+/* core.redis_lock_command("forget_if" | "touch_if", key, bytes [, ms]): the
+ * EVAL the blocking driver sends for that lock primitive (redis_proto.c). */
+int lc_redis_lock_command(lua_State *L)
+{
+    static const char *const names[] = { "forget_if", "touch_if", NULL };
+    int which = luaL_checkoption(L, 1, NULL, names) == 1 ? CACHY_RESP_TOUCH_IF : CACHY_RESP_FORGET_IF;
+    const char *argv[6];
+    size_t lens[6];
+    char ms[24];
+    cachy_slice key, val;
+    lua_Number t = luaL_optnumber(L, 4, 0);
+    int argc;
+    key.ptr = luaL_checklstring(L, 2, &key.len);
+    val.ptr = luaL_checklstring(L, 3, &val.len);
+    argc = cachy_resp_lock_argv(which, key, val, t >= 1 && t < 9.2e18 ? (int64_t)t : 1, ms, argv,
+                                lens);
+    return push_command(L, argc, argv, lens);
 }
 
 static lc_reader *check_reader(lua_State *L)

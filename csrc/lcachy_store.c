@@ -124,6 +124,32 @@ static int h_forget(lua_State *L)
     return 1;
 }
 
+/* h:forget_if(key, bytes) and h:touch_if(key, bytes, ms), for locks: true if
+ * key held exactly bytes and is removed, or now lives ms more; else false. */
+static int h_if(lua_State *L, int touch)
+{
+    lc_handle *h = lc_check_handle(L, 1);
+    cachy_error err;
+    cachy_slice key = arg_bytes(L, 2), val = arg_bytes(L, 3);
+    int rc;
+    if (touch) {
+        /* a lifetime, never "forever": 0 would mean that to some stores and
+         * "remove now" to Redis's PEXPIRE */
+        lua_Number ms = luaL_checknumber(L, 4);
+        luaL_argcheck(L, ms >= 1, 4, "a lifetime of at least 1 ms expected");
+        rc = cachy_touch_if(h->store, key, val, ms >= 4.0e18 ? (int64_t)4e18 : (int64_t)ms, &err);
+    } else {
+        rc = cachy_forget_if(h->store, key, val, &err);
+    }
+    if (rc < 0)
+        return lc_fail(L, &err);
+    lua_pushboolean(L, rc == 1);
+    return 1;
+}
+
+static int h_forget_if(lua_State *L) { return h_if(L, 0); }
+static int h_touch_if(lua_State *L) { return h_if(L, 1); }
+
 /* h:incr(key, by [, shown [, verb]]): shown is the key as the caller wrote
  * it, verb "decrement" when the caller decremented. */
 static int h_incr(lua_State *L)
@@ -369,6 +395,8 @@ static const luaL_Reg handle_methods[] = {
     { "add", h_add },
     { "forget", h_forget },
     { "incr", h_incr },
+    { "forget_if", h_forget_if },
+    { "touch_if", h_touch_if },
     { "flush", h_flush },
     { "many", h_many },
     { "put_many", h_put_many },

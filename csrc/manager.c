@@ -225,6 +225,29 @@ int cachy_incr(cachy_store *s, cachy_slice key, int64_t by, int64_t *result, cac
     return after(s, s->ops->incr(s, fk, by, result, err), err);
 }
 
+static int no_slot(cachy_store *s, const char *what, cachy_error *err)
+{
+    cachy_error_set(err, s, CACHY_EMISUSE, "the %s driver has no %s", s->ops->name, what);
+    return -1;
+}
+
+int cachy_forget_if(cachy_store *s, cachy_slice key, cachy_slice val, cachy_error *err)
+{
+    PREPARE(s, key, fk, err);
+    if (s->ops->forget_if == NULL)
+        return no_slot(s, "forget_if", err);
+    return after(s, s->ops->forget_if(s, fk, val, err), err);
+}
+
+int cachy_touch_if(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_ms,
+                   cachy_error *err)
+{
+    PREPARE(s, key, fk, err);
+    if (s->ops->touch_if == NULL)
+        return no_slot(s, "touch_if", err);
+    return after(s, s->ops->touch_if(s, fk, val, ttl_ms, err), err);
+}
+
 int cachy_flush(cachy_store *s, cachy_error *err)
 {
     cachy_slice prefix;

@@ -23,6 +23,9 @@
 #define CACHY_MC_HASH_MARK "~h"          /* hashed form: head "~h" 32 hex digits */
 #define CACHY_MC_HASHED_MAX (CACHY_MC_HEAD_MAX + 2 + 32)
 #define CACHY_MC_RELATIVE_MAX 2592000    /* 30 days: longer lifetimes are absolute times */
+/* An exptime that is an absolute time long past: an item written with it
+ * is gone at once (a compare-and-swap that deletes, for forget_if). */
+#define CACHY_MC_EXPIRED (CACHY_MC_RELATIVE_MAX + 1)
 #define CACHY_MC_RETRY_SECONDS 2         /* a failed server is left out this long */
 #define CACHY_MC_NO_FAILURE_LIMIT 1000000000   /* libmemcached never ejects on its own */
 #define CACHY_MC_DEFAULT_PORT 11211

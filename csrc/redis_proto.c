@@ -225,3 +225,28 @@ char *cachy_resp_command(int argc, const char **argv, const size_t *lens, size_t
 }
 
 void cachy_resp_command_free(char *cmd) { redisFreeCommand(cmd); }
+
+/* GET and the comparison inside the script: a key of another type makes
+ * GET fail, and the script's error reply says so. */
+static const char forget_if_script[] =
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0";
+static const char touch_if_script[] =
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0";
+
+int cachy_resp_lock_argv(int which, cachy_slice key, cachy_slice val, int64_t ttl_ms, char ms[24],
+                         const char *argv[6], size_t lens[6])
+{
+    int n = 0;
+    argv[n] = "EVAL", lens[n++] = 4;
+    if (which == CACHY_RESP_TOUCH_IF)
+        argv[n] = touch_if_script, lens[n++] = sizeof touch_if_script - 1;
+    else
+        argv[n] = forget_if_script, lens[n++] = sizeof forget_if_script - 1;
+    argv[n] = "1", lens[n++] = 1;
+    argv[n] = key.ptr, lens[n++] = key.len;
+    argv[n] = val.ptr, lens[n++] = val.len;
+    if (which == CACHY_RESP_TOUCH_IF)
+        argv[n] = ms, lens[n++] = cachy_format_int(ttl_ms, ms);
+    return n;
+}

@@ -64,4 +64,16 @@ void cachy_resp_free(cachy_resp *reply);
 char *cachy_resp_command(int argc, const char **argv, const size_t *lens, size_t *len);
 void cachy_resp_command_free(char *cmd);
 
+/*
+ * The lock primitives as one EVAL each, so the comparison and the change
+ * are one atomic step on the server: forget_if deletes key if it holds
+ * exactly val (reply 1, else 0); touch_if (ttl_ms > 0) sets its lifetime
+ * to ttl_ms if it holds val (reply 1, else 0). Fills argv and lens (ms is
+ * scratch for the lifetime's digits) and returns argc, for
+ * cachy_resp_command or the blocking driver's call.
+ */
+enum { CACHY_RESP_FORGET_IF, CACHY_RESP_TOUCH_IF };
+int cachy_resp_lock_argv(int which, cachy_slice key, cachy_slice val, int64_t ttl_ms, char ms[24],
+                         const char *argv[6], size_t lens[6]);
+
 #endif

@@ -868,7 +868,19 @@ static int file_add(cachy_store *s, cachy_slice key, cachy_slice val, int64_t tt
     return rc;
 }
 
-static int file_forget(cachy_store *s, cachy_slice key, cachy_error *err)
+/* Whether the entry read into f->io holds exactly val. */
+static int entry_holds(const file_store *f, const entry *e, cachy_slice val)
+{
+    return e->payload_len == val.len &&
+           (val.len == 0 || memcmp(f->io.data + e->payload_off, val.ptr, val.len) == 0);
+}
+
+/* Removes the key's entry, or with touch_ms > 0 rewrites it to live that
+ * long; with `only`, only while it holds exactly those bytes (forget_if,
+ * touch_if: the bucket lock keeps other writers out between the comparison
+ * and the change). 1 done, 0 not, -1 error. */
+static int change_entry(cachy_store *s, cachy_slice key, const cachy_slice *only, int64_t touch_ms,
+                        cachy_error *err)
 {
     file_store *f = s->impl;
     char hex[HEX_LEN + 1];
@@ -882,8 +894,10 @@ static int file_forget(cachy_store *s, cachy_slice key, cachy_error *err)
         return -1;
     if (st < 0) {
         rc = -1;
-    } else if (st == LIVE) {
-        if (unlinkat(dfd, hex, 0) == 0)
+    } else if (st == LIVE && (only == NULL || entry_holds(f, &e, *only))) {
+        if (touch_ms > 0 && only != NULL)
+            rc = entry_write(s, f, dfd, hex, key, *only, expiry_of(touch_ms), err) == 0 ? 1 : -1;
+        else if (unlinkat(dfd, hex, 0) == 0)
             rc = 1;
         else
             rc = io_error(s, err, "cannot remove", key_path(f, hex, PATH_ENTRY), errno);
@@ -892,6 +906,22 @@ static int file_forget(cachy_store *s, cachy_slice key, cachy_error *err)
     }
     close(dfd);
     return rc;
+}
+
+static int file_forget(cachy_store *s, cachy_slice key, cachy_error *err)
+{
+    return change_entry(s, key, NULL, 0, err);
+}
+
+static int file_forget_if(cachy_store *s, cachy_slice key, cachy_slice val, cachy_error *err)
+{
+    return change_entry(s, key, &val, 0, err);
+}
+
+static int file_touch_if(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_ms,
+                         cachy_error *err)
+{
+    return change_entry(s, key, &val, ttl_ms, err);
 }
 
 static int file_incr(cachy_store *s, cachy_slice key, int64_t by, int64_t *result,
@@ -1196,6 +1226,8 @@ const cachy_store_ops cachy_file_ops = {
     .forget = file_forget,
     .incr = file_incr,
     .flush = file_flush,
+    .forget_if = file_forget_if,
+    .touch_if = file_touch_if,
     .prune = file_prune,
     .close = file_close,
 };

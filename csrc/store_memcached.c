@@ -1541,7 +1541,16 @@ static int mc_incr_once(cachy_store *s, mc_state *st, cachy_slice key, cachy_sli
     }
 }
 
-static int mc_incr(cachy_store *s, cachy_slice key, int64_t by, int64_t *result, cachy_error *err)
+/*
+ * A read-modify-write of one key (an increment, a lock's forget_if or
+ * touch_if) with the tries of try_again: `once` returns 0 or more when
+ * done, -1 with *rcp set by a failing server, -2 with err set.
+ */
+typedef int (*mc_rmw_fn)(cachy_store *s, mc_state *st, cachy_slice key, cachy_slice wk,
+                         void *ctx, memcached_return_t *rcp, cachy_error *err);
+
+static int mc_rmw(cachy_store *s, cachy_slice key, mc_rmw_fn once, void *ctx, size_t vlen,
+                  cachy_error *err)
 {
     mc_state *st = s->impl;
     cachy_slice wk = wire_key(st, key);
@@ -1552,7 +1561,7 @@ static int mc_incr(cachy_store *s, cachy_slice key, int64_t by, int64_t *result,
     try_init(&t, MC_ATTEMPTS);
     for (;;) {
         owner = owner_of(st, wk);
-        r = mc_incr_once(s, st, key, wk, by, result, &rc, err);
+        r = once(s, st, key, wk, ctx, &rc, err);
         end_attempt(st, r == -1 ? rc : MEMCACHED_SUCCESS);
         if (st->nout)                   /* sent, answered or not */
             note_write(st, wk, st->attempt_pos);
@@ -1560,8 +1569,89 @@ static int mc_incr(cachy_store *s, cachy_slice key, int64_t by, int64_t *result,
             break;
     }
     if (r == -1)
-        return mc_fail(s, st, rc, 0, owner, err);
-    return r == 0 ? 0 : -1;
+        return mc_fail(s, st, rc, vlen, owner, err);
+    return r;
+}
+
+typedef struct mc_incr_args {
+    int64_t by;
+    int64_t *result;
+} mc_incr_args;
+
+static int incr_step(cachy_store *s, mc_state *st, cachy_slice key, cachy_slice wk, void *ctx,
+                     memcached_return_t *rcp, cachy_error *err)
+{
+    mc_incr_args *a = ctx;
+    return mc_incr_once(s, st, key, wk, a->by, a->result, rcp, err);
+}
+
+static int mc_incr(cachy_store *s, cachy_slice key, int64_t by, int64_t *result, cachy_error *err)
+{
+    mc_incr_args a = { by, result };
+    return mc_rmw(s, key, incr_step, &a, 0, err) == 0 ? 0 : -1;
+}
+
+/* ---- locks ----------------------------------------------------------------- */
+
+#define MC_IF_TRIES 10              /* rounds of mc_if_once that lost to another writer */
+
+/*
+ * forget_if and touch_if: a gets, the comparison, then a compare-and-swap of
+ * the same bytes with the new exptime (CACHY_MC_EXPIRED deletes), so a
+ * change by another client in between makes the swap fail instead of being
+ * overwritten. A lost swap reads again: the item may still hold val (a
+ * refresh of the same owner). 1 done, 0 not held, -1 with *rcp set.
+ */
+typedef struct mc_if_args {
+    cachy_slice val;
+    int64_t exptime;
+} mc_if_args;
+
+static int mc_if_once(cachy_store *s, mc_state *st, cachy_slice key, cachy_slice wk, void *ctx,
+                      memcached_return_t *rcp, cachy_error *err)
+{
+    const mc_if_args *a = ctx;
+    int tries;
+    for (tries = 0; tries < MC_IF_TRIES; tries++) {
+        memcached_return_t rc = MEMCACHED_SUCCESS;
+        const char *p;
+        size_t n;
+        int hit = gets_one(st, wk, &rc);
+        if (hit < 0) {
+            *rcp = rc;
+            return -1;
+        }
+        if (hit == 0)
+            return 0;
+        p = memcached_result_value(&st->result);
+        n = cachy_mc_unpadded_len(p, memcached_result_length(&st->result));
+        if (n != a->val.len || (n > 0 && memcmp(p, a->val.ptr, n) != 0))
+            return 0;
+        rc = memcached_cas(st->mc, wk.ptr, wk.len, a->val.ptr, a->val.len, (time_t)a->exptime,
+                           memcached_result_flags(&st->result), memcached_result_cas(&st->result));
+        if (rc == MEMCACHED_SUCCESS)
+            return 1;
+        if (rc == MEMCACHED_NOTFOUND)
+            return 0;
+        if (rc != MEMCACHED_DATA_EXISTS) {
+            *rcp = rc;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int mc_forget_if(cachy_store *s, cachy_slice key, cachy_slice val, cachy_error *err)
+{
+    mc_if_args a = { val, CACHY_MC_EXPIRED };
+    return mc_rmw(s, key, mc_if_once, &a, val.len, err);
+}
+
+static int mc_touch_if(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_ms,
+                       cachy_error *err)
+{
+    mc_if_args a = { val, cachy_mc_expiry(ttl_ms) };
+    return mc_rmw(s, key, mc_if_once, &a, val.len, err);
 }
 
 /* ---- whole store ----------------------------------------------------------- */
@@ -1647,6 +1737,8 @@ const cachy_store_ops cachy_memcached_ops = {
     .flush = mc_flush,
     .many = mc_many,
     .put_many = mc_put_many,
+    .forget_if = mc_forget_if,
+    .touch_if = mc_touch_if,
     .stats = mc_stats,
     .close = mc_close,
     .disown = mc_disown,

@@ -335,6 +335,17 @@ static int insert(cachy_store *s, mem *m, cachy_slice key, uint64_t h, cachy_sli
     return 0;
 }
 
+/* Gives a live item a new expiry, as a use of it. */
+static void set_expiry(mem *m, item *it, int64_t expires)
+{
+    if (it->expires && !expires)
+        m->nexpiring--;
+    else if (!it->expires && expires)
+        m->nexpiring++;
+    it->expires = expires;
+    lru_touch(m, it);
+}
+
 /* A put that failed must not leave the previous value readable as if it
  * were current (memcached's choice too): the key ends up absent. */
 static int put_one(cachy_store *s, mem *m, cachy_slice key, cachy_slice val, int64_t expires,
@@ -352,12 +363,7 @@ static int put_one(cachy_store *s, mem *m, cachy_slice key, cachy_slice val, int
         if (val.len)
             memcpy(value_of(it), val.ptr, val.len);
         it->stamp = ++m->stamps;
-        if (it->expires && !expires)
-            m->nexpiring--;
-        else if (!it->expires && expires)
-            m->nexpiring++;
-        it->expires = expires;
-        lru_touch(m, it);
+        set_expiry(m, it, expires);
         m->last = it;
         return 0;
     }
@@ -542,6 +548,33 @@ static int memory_incr(cachy_store *s, cachy_slice key, int64_t by, int64_t *res
     return 0;
 }
 
+static int holds(item *it, cachy_slice val)
+{
+    return it->vlen == val.len && (val.len == 0 || memcmp(value_of(it), val.ptr, val.len) == 0);
+}
+
+static int memory_forget_if(cachy_store *s, cachy_slice key, cachy_slice val, cachy_error *err)
+{
+    mem *m = s->impl;
+    item **pp = lookup(m, key, hash_key(key), clock_for(m, 0));
+    if (*pp == NULL || !holds(*pp, val))
+        return 0;
+    drop(m, pp);
+    return 1;
+}
+
+static int memory_touch_if(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_ms,
+                           cachy_error *err)
+{
+    mem *m = s->impl;
+    int64_t now = clock_for(m, ttl_ms), expires = expires_at(now, ttl_ms);
+    item *it = *lookup(m, key, hash_key(key), now);
+    if (it == NULL || !holds(it, val))
+        return 0;
+    set_expiry(m, it, expires);
+    return 1;
+}
+
 static int memory_flush(cachy_store *s, cachy_slice prefix, cachy_error *err)
 {
     mem *m = s->impl;
@@ -671,6 +704,8 @@ const cachy_store_ops cachy_memory_ops = {
     .flush = memory_flush,
     .many = memory_many,
     .put_many = memory_put_many,
+    .forget_if = memory_forget_if,
+    .touch_if = memory_touch_if,
     .stats = memory_stats,
     .prune = memory_prune,
     .close = memory_close,

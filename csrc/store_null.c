@@ -50,6 +50,21 @@ static int null_flush(cachy_store *s, cachy_slice prefix, cachy_error *err)
     return 0;
 }
 
+/* Nothing is held, so no lock is either: a lock's release and refresh
+ * answer false, as forget does. */
+static int null_forget_if(cachy_store *s, cachy_slice key, cachy_slice val, cachy_error *err)
+{
+    (void)s; (void)key; (void)val; (void)err;
+    return 0;
+}
+
+static int null_touch_if(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_ms,
+                         cachy_error *err)
+{
+    (void)s; (void)key; (void)val; (void)ttl_ms; (void)err;
+    return 0;
+}
+
 static void null_close(cachy_store *s) { (void)s; }
 
 const cachy_store_ops cachy_null_ops = {
@@ -62,5 +77,7 @@ const cachy_store_ops cachy_null_ops = {
     .forget = null_forget,
     .incr = null_incr,
     .flush = null_flush,
+    .forget_if = null_forget_if,
+    .touch_if = null_touch_if,
     .close = null_close,
 };

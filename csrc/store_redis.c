@@ -696,6 +696,33 @@ static int redis_incr(cachy_store *s, cachy_slice key, int64_t by, int64_t *resu
     return rc;
 }
 
+/* forget_if and touch_if: one EVAL (redis_proto.c), whose reply is 1 or 0. */
+static int lock_script(cachy_store *s, int which, cachy_slice key, cachy_slice val, int64_t ttl_ms,
+                       cachy_error *err)
+{
+    const char *argv[6];
+    size_t lens[6];
+    char ms[24];
+    int argc = cachy_resp_lock_argv(which, key, val, ttl_ms, ms, argv, lens), rc;
+    cachy_resp *r;
+    if (too_big(s, val, err) != 0 || call(s, argc, argv, lens, 0, 0, &r, err) != 0)
+        return -1;
+    rc = r->type == REDIS_REPLY_INTEGER ? r->integer == 1 : bad_reply(s, "EVAL", r, err);
+    cachy_resp_free(r);
+    return rc;
+}
+
+static int redis_forget_if(cachy_store *s, cachy_slice key, cachy_slice val, cachy_error *err)
+{
+    return lock_script(s, CACHY_RESP_FORGET_IF, key, val, 0, err);
+}
+
+static int redis_touch_if(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_ms,
+                          cachy_error *err)
+{
+    return lock_script(s, CACHY_RESP_TOUCH_IF, key, val, ttl_ms, err);
+}
+
 /* The prefix as a SCAN MATCH pattern: glob characters escaped, then "*". */
 static int match_pattern(cachy_slice prefix, cachy_buf *pat)
 {
@@ -883,6 +910,8 @@ const cachy_store_ops cachy_redis_ops = {
     .flush = redis_flush,
     .many = redis_many,
     .put_many = redis_put_many,
+    .forget_if = redis_forget_if,
+    .touch_if = redis_touch_if,
     .close = redis_close,
     .disown = redis_close,      /* hiredis only closes the descriptor */
 };

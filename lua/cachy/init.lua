@@ -10,9 +10,11 @@ local TOP_FIELDS = {
   default = "string", prefix = "string", serializer = "string",
   minutes = "number", on_error = "function", stores = "table",
 }
+TOP_FIELDS.sleep = "function"         -- waits of locks (cachy.lock.sleeper)
 
 -- Fields every store takes, whatever its driver.
 local COMMON_FIELDS = { driver = "string", prefix = "string", serializer = "string" }
+COMMON_FIELDS.sleep = "function"
 
 local TRANSPORTS = { auto = true, cosocket = true, blocking = true }
 

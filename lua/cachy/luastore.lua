@@ -1,9 +1,10 @@
 -- cachy.luastore: a store written in Lua (SPEC section 8), registered with
 -- cache:extend, behind the same bytes interface as the C stores' handles
--- (get, put, add, forget, incr, flush, many, put_many, stats, prune,
--- close, describe). The store's methods are called from Lua, so they may
--- yield (cosockets, a scheduler). A method that raises, or returns
--- nil, err, becomes nil, "store 'NAME' (DRIVER): err", "backend".
+-- (get, put, add, forget, incr, flush, many, put_many, forget_if,
+-- touch_if, stats, prune, close, describe). The store's methods are
+-- called from Lua, so they may yield (cosockets, a scheduler). A method
+-- that raises, or returns nil, err, becomes
+-- nil, "store 'NAME' (DRIVER): err", "backend".
 local compat = require("cachy.compat")
 
 local pcall, is_integer = compat.pcall, compat.is_integer
@@ -158,6 +159,38 @@ function LuaStore:put_many(keys, vals, ms)
   end
   if not ok then return nil, err, code end
   return true
+end
+
+-- forget_if(key, bytes) and touch_if(key, bytes, ms), for locks: the
+-- store's own methods when it has them (atomic, if the store makes them
+-- so); without, a get, the comparison, then forget or put, which another
+-- writer can come between (README, "Locks").
+local function held(self, key, bytes)
+  local cur, err, code = self:get(key)
+  if err then return nil, err, code end
+  return cur == bytes
+end
+
+function LuaStore:forget_if(key, bytes)
+  local ok, v, code = call(self, "forget_if", true, self.prefix .. key, bytes)
+  if ok == false then
+    ok, v, code = held(self, key, bytes)
+    if not ok then return ok, v, code end
+    return self:forget(key)
+  end
+  if not ok then return nil, v, code end
+  return not not v
+end
+
+function LuaStore:touch_if(key, bytes, ms)
+  local ok, v, code = call(self, "touch_if", true, self.prefix .. key, bytes, seconds(ms))
+  if ok == false then
+    ok, v, code = held(self, key, bytes)
+    if not ok then return ok, v, code end
+    return self:put(key, bytes, ms)
+  end
+  if not ok then return nil, v, code end
+  return not not v
 end
 
 function LuaStore:stats()

@@ -94,6 +94,7 @@ function M.new(config, serializers)
     drivers = {},
     serializers = serializers,
     on_error = config.on_error,
+    sleep = config.sleep,           -- waits (cachy.lock.sleeper)
     last_report = {},
   }
   local mgr = {}

@@ -11,6 +11,7 @@ local compat = require("cachy.compat")
 local values = require("cachy.values")
 local tags = require("cachy.tags")
 local luastore = require("cachy.luastore")
+local lock = require("cachy.lock")
 
 local is_integer = compat.is_integer
 local argerror, typename, check_key, check_ttl = values.argerror, values.typename, values.key, values.ttl
@@ -445,6 +446,11 @@ function Repository.tags(self, ...)
   local base = self._base
   return M.new(self._ms, base._name, base._config, base, list)
 end
+
+-- ---- locks (cachy.lock) ---------------------------------------------------------
+
+Repository.lock = lock.lock
+Repository.restore_lock = lock.restore_lock
 
 function Repository:__tostring()
   return self._tostring

@@ -285,6 +285,53 @@ function Store:forget(key)
   return write(self, key, DELETE, nil, nil, DELETE_ANSWERS)
 end
 
+-- ---- locks (store_memcached.c's mc_if_once) ----------------------------------
+
+local IF_TRIES = 10
+
+-- A get, the comparison, then a compare-and-swap of the same bytes with
+-- the new exptime (core.mc_expired deletes); a lost swap reads again.
+local function if_held(self, key, bytes, exptime)
+  local wk = mc_key(self.prefix .. key)
+  local extras_tail = mc_store_extras(0, exptime):sub(5, 8)
+  return single(self, wk, function(_, i, sock)
+    for _ = 1, IF_TRIES do
+      local r, err, code, failure = round_trip(self, i, sock, mc_request(GET, wk, nil, nil, nil, 0))
+      if not r then return nil, err, code, failure end
+      if r.status == ST_NOT_FOUND then
+        release(self, sock)
+        return false
+      end
+      if r.status ~= ST_OK then return status_fail(self, i, sock, r) end
+      local v = r.value
+      if byte(v, -1) == 32 then v = mc_unpad(v) end
+      if v ~= bytes then
+        release(self, sock)
+        return false
+      end
+      local flags = r.extras ~= "" and r.extras or NO_EXTRAS4
+      local w
+      w, err, code, failure = round_trip(self, i, sock, mc_request(SET, wk, flags .. extras_tail, bytes, r.cas, 0))
+      if not w then return nil, err, code, failure end
+      if w.status == ST_OK or w.status == ST_NOT_FOUND then
+        release(self, sock)
+        return w.status == ST_OK
+      end
+      if w.status ~= ST_EXISTS then return status_fail(self, i, sock, w, #bytes) end
+    end
+    release(self, sock)
+    return false
+  end)
+end
+
+function Store:forget_if(key, bytes)
+  return if_held(self, key, bytes, core.mc_expired)
+end
+
+function Store:touch_if(key, bytes, ms)
+  return if_held(self, key, bytes, mc_expiry(ms))
+end
+
 -- ---- increments (store_memcached.c's mc_incr_once, round trip by round trip)
 
 local function key_fail(self, code, what, shown)

@@ -365,6 +365,26 @@ function Store:incr(key, by, shown_key, verb)
   return bad_reply(self, by < 0 and "DECRBY" or "INCRBY", v)
 end
 
+-- forget_if(key, bytes) and touch_if(key, bytes, ms), for locks: the
+-- blocking driver's EVAL (core.redis_lock_command), whose reply is 1 or 0.
+local function lock_script(self, which, key, bytes, ms)
+  local _, err, code = too_big(self, bytes)
+  if err then return nil, err, code end
+  local v
+  v, err, code = call(self, core.redis_lock_command(which, self.prefix .. key, bytes, ms))
+  if v == nil then return nil, err, code end
+  if type(v) == "number" then return v == 1 end
+  return bad_reply(self, "EVAL", v)
+end
+
+function Store:forget_if(key, bytes)
+  return lock_script(self, "forget_if", key, bytes)
+end
+
+function Store:touch_if(key, bytes, ms)
+  return lock_script(self, "touch_if", key, bytes, ms)
+end
+
 -- The prefix as a SCAN MATCH pattern: glob characters escaped, then "*".
 local function match_pattern(prefix)
   return (prefix:gsub("[%*%?%[%]\\]", "\\%0")) .. "*"
@@ -497,7 +517,8 @@ local function wrong_phase(self, phase)
     .. tostring(phase) .. "' phase, which allows no cosockets", "misuse"
 end
 
-for _, method in ipairs({ "get", "put", "add", "forget", "incr", "flush", "many", "put_many" }) do
+for _, method in ipairs({ "get", "put", "add", "forget", "incr", "flush", "many", "put_many",
+                         "forget_if", "touch_if" }) do
   Dispatch[method] = function(self, ...)
     local phase = get_phase()
     if COSOCKET_PHASES[phase] then
