@@ -147,13 +147,19 @@ end
 
 -- ---- memory -----------------------------------------------------------------
 
--- A batch of n gets on obj (cachy or a baseline) over the keys ks.
+-- A batch of n gets on obj (cachy or a baseline) over the keys ks. Each
+-- batch function is compiled from its own copy of the source: LuaJIT
+-- records traces per function prototype, and a loop shared by both sides
+-- would run the second side's calls through a side trace of the first's.
+local GETS = [[
+local obj, ks, nkeys, now = ...
+return function(n)
+  local t0 = now()
+  for i = 1, n do obj:get(ks[i % nkeys + 1]) end
+  return now() - t0
+end]]
 local function gets_on(obj, ks)
-  return function(n)
-    local t0 = now()
-    for i = 1, n do obj:get(ks[i % NKEYS + 1]) end
-    return now() - t0
-  end
+  return assert((loadstring or load)(GETS, "=gets_on"))(obj, ks, NKEYS, now)
 end
 
 row("memory get-hit", "Lua table + os.time()", "1.5", function()
@@ -439,6 +445,39 @@ row("json decode", "lua-cjson decode", nil, function()
   return calls_of(codec.json_decode, text), calls_of(cjson.decode, cjson.encode(SAMPLE))
 end)
 
+-- ---- LuaJIT: do the hit loops compile? ----------------------------------------
+
+-- The LuaJIT rows with a limit of their own (the other LuaJIT rows have
+-- none); their cachy loops must also compile without a trace abort.
+local JIT_LIMITS = { ["memory get-hit"] = "1.2", ["memory put"] = "1.5",
+                     ["decorator hit, 2 scalar args"] = "0.7" }
+
+-- Throws away every trace (jit.flush), runs the batch again with a
+-- watcher on the trace compiler (jit.attach, what -jv prints), and prints
+--   jit <TAB> operation <TAB> traces <TAB> aborts <TAB> why, where (first abort)
+local function trace_check(op, batch)
+  local jutil, vmdef = require("jit.util"), require("jit.vmdef")
+  local traces, aborts, first = 0, 0, "-"
+  local function watch(what, _, func, pc, otr, oex)
+    if what == "stop" then
+      traces = traces + 1
+    elseif what == "abort" then
+      aborts = aborts + 1
+      if aborts == 1 then
+        local why = vmdef.traceerr[otr] or tostring(otr)
+        if oex ~= nil then why = why:format(type(oex) == "function" and "a function" or oex) end
+        first = why .. " at " .. tostring(jutil.funcinfo(func, pc).loc)
+      end
+    end
+  end
+  jit.flush()
+  jit.attach(watch, "trace")
+  for _ = 1, 5 do batch(20000) end
+  jit.attach(watch)
+  io.write(string.format("jit\t%s\t%d\t%d\t%s\n", op, traces, aborts, first))
+  io.flush()
+end
+
 -- ---- run ---------------------------------------------------------------------------
 
 local IN_PROCESS = { memory = true, floor = true, decorator = true, codec = true, json = true }
@@ -449,20 +488,23 @@ for _, r in ipairs(rows) do
   for pattern in (ONLY or ""):gmatch("[^,]+") do
     wanted = wanted or r.op:find(pattern) ~= nil
   end
+  local limit = r.limit
+  if jit then limit = JIT_LIMITS[r.op] end
   if (not INPROCESS or IN_PROCESS[family]) and wanted then
     local ok, cachy_batch, base_batch, per = pcall(r.setup)
     if not ok then
       io.stderr:write("bench: ", r.op, ": ", tostring(cachy_batch), "\n")
-      emit(r.op, nil, nil, nil, "error: see stderr", r.limit)
+      emit(r.op, nil, nil, nil, "error: see stderr", limit)
     elseif not cachy_batch then
-      emit(r.op, nil, nil, nil, "n/a: " .. tostring(base_batch), r.limit)
+      emit(r.op, nil, nil, nil, "n/a: " .. tostring(base_batch), limit)
     else
       local ok2, c, b, ratio = pcall(measure, cachy_batch, base_batch, per)
       if ok2 then
-        emit(r.op, c, b, ratio, r.base_name, r.limit)
+        emit(r.op, c, b, ratio, r.base_name, limit)
+        if jit and JIT_LIMITS[r.op] then trace_check(r.op, cachy_batch) end
       else
         io.stderr:write("bench: ", r.op, ": ", tostring(c), "\n")
-        emit(r.op, nil, nil, nil, "error: see stderr", r.limit)
+        emit(r.op, nil, nil, nil, "error: see stderr", limit)
       end
     end
   end

@@ -1068,6 +1068,34 @@ static int canon_sort(canon *c, size_t start, size_t count)
 
 static int canon_value(canon *c, int idx);
 
+/* A number that is not a Lua integer: integral floats in int64 range
+ * take the I form, so 1 and 1.0 hash alike. */
+static int canon_number(canon *c, double d)
+{
+    uint64_t bits;
+    if (d >= -9223372036854775808.0 && d < 9223372036854775808.0) {
+        int64_t i = (int64_t)d;
+        if ((double)i == d)
+            return canon_tag64(c, 'I', (uint64_t)i ^ (UINT64_C(1) << 63));
+    }
+    if (d != d)
+        bits = UINT64_C(0x7ff8000000000000);
+    else
+        memcpy(&bits, &d, sizeof bits);
+    return canon_tag64(c, 'D', bits);
+}
+
+static int canon_string(canon *c, const char *p, size_t n)
+{
+    if (canon_tag64(c, 'S', (uint64_t)n) != 0)
+        return -1;
+    if (canon_reserve(c, n) != 0)
+        return walk_nomem(&c->w);
+    memcpy(c->p + c->len, p, n);
+    c->len += n;
+    return 0;
+}
+
 static int canon_table(canon *c, int idx)
 {
     lua_State *L = c->w.L;
@@ -1109,35 +1137,14 @@ static int canon_value(canon *c, int idx)
         return canon_tag(c, 'N');
     case LUA_TBOOLEAN:
         return canon_tag(c, lua_toboolean(L, idx) ? 'T' : 'F');
-    case LUA_TNUMBER: {
-        lua_Number d;
-        uint64_t bits;
+    case LUA_TNUMBER:
         if (cachy_isinteger(L, idx))
             return canon_tag64(c, 'I', (uint64_t)cachy_tointeger(L, idx) ^ (UINT64_C(1) << 63));
-        d = lua_tonumber(L, idx);
-        if (d >= -9223372036854775808.0 && d < 9223372036854775808.0) {
-            int64_t i = (int64_t)d;
-            if ((lua_Number)i == d)
-                return canon_tag64(c, 'I', (uint64_t)i ^ (UINT64_C(1) << 63));
-        }
-        if (d != d) {
-            bits = UINT64_C(0x7ff8000000000000);
-        } else {
-            double f = (double)d;
-            memcpy(&bits, &f, sizeof bits);
-        }
-        return canon_tag64(c, 'D', bits);
-    }
+        return canon_number(c, (double)lua_tonumber(L, idx));
     case LUA_TSTRING: {
         size_t n;
         const char *p = lua_tolstring(L, idx, &n);
-        if (canon_tag64(c, 'S', (uint64_t)n) != 0)
-            return -1;
-        if (canon_reserve(c, n) != 0)
-            return walk_nomem(&c->w);
-        memcpy(c->p + c->len, p, n);
-        c->len += n;
-        return 0;
+        return canon_string(c, p, n);
     }
     case LUA_TTABLE:
         return canon_table(c, idx);
@@ -1146,19 +1153,24 @@ static int canon_value(canon *c, int idx)
     }
 }
 
+static void canon_init(canon *c, lua_State *L, char *errmsg, size_t errlen)
+{
+    walk_init(&c->w, L, "argument", errmsg, errlen);
+    c->p = c->small;
+    c->cap = sizeof c->small;
+    c->len = 0;
+    c->heap.data = NULL;
+    c->heap.len = c->heap.cap = 0;
+    c->p[c->len++] = CANON_VERSION;
+}
+
 int cachy_codec_args_hash(lua_State *L, int idx, int n, char hex[33], char *errmsg, size_t errlen)
 {
     canon c;
     int top = lua_gettop(L), rc = 0, i;
 
     idx = lua_absindex(L, idx);
-    walk_init(&c.w, L, "argument", errmsg, errlen);
-    c.p = c.small;
-    c.cap = sizeof c.small;
-    c.len = 0;
-    c.heap.data = NULL;
-    c.heap.len = c.heap.cap = 0;
-    c.p[c.len++] = CANON_VERSION;
+    canon_init(&c, L, errmsg, errlen);
     for (i = 0; i < n && rc == 0; i++) {
         c.w.root_no = i + 1;
         c.w.depth = 0;
@@ -1168,5 +1180,26 @@ int cachy_codec_args_hash(lua_State *L, int idx, int n, char hex[33], char *errm
         cachy_hash128_hex(c.p, c.len, hex);
     cachy_buf_free(&c.heap);
     lua_settop(L, top);
+    return rc;
+}
+
+int cachy_codec_args_hash_scalars(const cachy_arg *args, int n, char hex[33])
+{
+    canon c;
+    int rc = 0, i;
+
+    canon_init(&c, NULL, NULL, 0);
+    for (i = 0; i < n && rc == 0; i++) {
+        const cachy_arg *a = &args[i];
+        if (a->tag == 'D')
+            rc = canon_number(&c, a->num);
+        else if (a->tag == 'S')
+            rc = canon_string(&c, a->str, a->len);
+        else
+            rc = canon_tag(&c, (char)a->tag);
+    }
+    if (rc == 0)
+        cachy_hash128_hex(c.p, c.len, hex);
+    cachy_buf_free(&c.heap);
     return rc;
 }

@@ -58,4 +58,17 @@ int cachy_codec_decode_tuple(lua_State *L, const char *p, size_t n, char *errmsg
  */
 int cachy_codec_args_hash(lua_State *L, int idx, int n, char hex[33], char *errmsg, size_t errlen);
 
+/* A scalar argument described without the Lua stack (LuaJIT's FFI path,
+ * where numbers are doubles). */
+typedef struct cachy_arg {
+    int tag;            /* 'N' nil, 'F' false, 'T' true, 'D' number, 'S' string */
+    double num;         /* 'D' */
+    const char *str;    /* 'S' */
+    size_t len;
+} cachy_arg;
+
+/* The hash cachy_codec_args_hash gives the same n arguments. 0, or -1
+ * when out of memory. */
+int cachy_codec_args_hash_scalars(const cachy_arg *args, int n, char hex[33]);
+
 #endif

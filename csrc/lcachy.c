@@ -235,6 +235,7 @@ static const luaL_Reg core_functions[] = {
     { "ttl", lc_core_ttl },
     { "value_root", lc_core_value_root },
     { "bind", lc_bind },
+    { "jit_bind", lc_jit_bind },
     { "driver_fields", core_driver_fields },
     { "redis_reader", lc_redis_reader },
     { "redis_lock_command", lc_redis_lock_command },

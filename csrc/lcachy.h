@@ -32,6 +32,7 @@ enum { TTL_BAD = -1, TTL_EXPIRED = 0, TTL_OK = 1 };
 /* lcachy_store.c: the handle and its bytes-level methods. */
 lc_handle *lc_check_handle(lua_State *L, int idx);
 int lc_fail(lua_State *L, const cachy_error *err);          /* nil, msg, code: 3 */
+const char *lc_code_name(cachy_errcode code);               /* "timeout", ... */
 void lc_key_message(cachy_error *err, const cachy_store *s, const char *shown_fmt,
                     cachy_slice shown);
 void lc_open_store(lua_State *L);                           /* core.open, the metatable */
@@ -47,6 +48,9 @@ int lc_core_ttl(lua_State *L);                              /* core.ttl */
 void lc_free_recent(lua_State *L, lc_handle *h);
 int lc_bind(lua_State *L);                                  /* core.bind */
 int lc_core_value_root(lua_State *L);                       /* core.value_root */
+
+/* lcachy_jit.c: the memory store's hot paths for LuaJIT's FFI. */
+int lc_jit_bind(lua_State *L);                              /* core.jit_bind */
 
 /* lcachy_redis.c: RESP for transports written in Lua (redis_proto.c). */
 /* Pushes a buffer userdata for C functions to keep as an upvalue;

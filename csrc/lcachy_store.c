@@ -23,12 +23,16 @@ static const char *const code_names[] = {
     [CACHY_EREFUSED] = "refused",
 };
 
+const char *lc_code_name(cachy_errcode code)
+{
+    return (size_t)code < sizeof code_names / sizeof code_names[0] ? code_names[code] : "backend";
+}
+
 int lc_fail(lua_State *L, const cachy_error *err)
 {
     lua_pushnil(L);
     lua_pushstring(L, err->msg);
-    lua_pushstring(L, (size_t)err->code < sizeof code_names / sizeof code_names[0]
-                          ? code_names[err->code] : "backend");
+    lua_pushstring(L, lc_code_name(err->code));
     return 3;
 }
 

@@ -12,7 +12,7 @@
 
 #include <xxhash.h>
 
-#include "store.h"
+#include "store_memory.h"
 
 #define INITIAL_BUCKETS 16      /* a power of two; doubling keeps it one */
 #define SWEEP_WRITE 4           /* buckets the expiry sweep visits per write */
@@ -23,6 +23,7 @@ typedef struct item {
     struct item *chain;         /* next item in the same bucket */
     struct item *newer, *older; /* LRU neighbours */
     uint64_t hash;
+    uint64_t stamp;             /* which write made the value: m->stamps at that time */
     int64_t expires;            /* monotonic ms; 0 = never */
     size_t klen, vlen;
     char data[];                /* key bytes, then value bytes */
@@ -39,6 +40,9 @@ typedef struct mem {
     size_t cursor;              /* the sweep's next bucket, taken modulo nbuckets */
     int64_t hits, misses, evictions;
     unsigned reads;             /* reads since the last read that swept */
+    uint64_t stamps;            /* writes so far */
+    uint64_t *freed;            /* items freed in the store's life (s->kept: it outlasts close) */
+    item *last;                 /* the item the last get hit or put wrote (cachy_memory_last) */
 } mem;
 
 /* Both optional, 0 = unbounded. max_bytes bounds the bytes of keys plus
@@ -167,6 +171,7 @@ static void drop(mem *m, item **pp)
     m->bytes -= it->klen + it->vlen;
     if (it->expires)
         m->nexpiring--;
+    (*m->freed)++;
     free(it);
 }
 
@@ -314,6 +319,7 @@ static int insert(cachy_store *s, mem *m, cachy_slice key, uint64_t h, cachy_sli
         return -1;
     }
     it->hash = h;
+    it->stamp = ++m->stamps;
     it->expires = expires;
     it->klen = key.len;
     it->vlen = val.len;
@@ -325,6 +331,7 @@ static int insert(cachy_store *s, mem *m, cachy_slice key, uint64_t h, cachy_sli
         drop(m, old);
     make_room(m, size, now);
     link_item(m, it);
+    m->last = it;
     return 0;
 }
 
@@ -355,7 +362,9 @@ static int put_one(cachy_store *s, mem *m, cachy_slice key, cachy_slice val, int
          * are, so nothing needs evicting. */
         if (val.len)
             memcpy(value_of(it), val.ptr, val.len);
+        it->stamp = ++m->stamps;
         set_expiry(m, it, expires);
+        m->last = it;
         return 0;
     }
     if (insert(s, m, key, h, val, expires, pp, now, err) == 0)
@@ -368,6 +377,7 @@ static int put_one(cachy_store *s, mem *m, cachy_slice key, cachy_slice val, int
 static void free_items(mem *m)
 {
     item *it = m->newest, *next;
+    (*m->freed)++;
     for (; it; it = next) {
         next = it->older;
         free(it);
@@ -408,15 +418,20 @@ static int memory_open(cachy_store *s, cachy_error *err)
     if (read_bound(s, "max_items", &max_items, err) != 0 ||
         read_bound(s, "max_bytes", &max_bytes, err) != 0)
         return -1;
+    if (s->kept == NULL)
+        s->kept = calloc(1, sizeof *m->freed);
     m = calloc(1, sizeof *m);
     if (m)
         m->buckets = calloc(INITIAL_BUCKETS, sizeof *m->buckets);
-    if (m == NULL || m->buckets == NULL) {
+    if (m == NULL || m->buckets == NULL || s->kept == NULL) {
+        if (m)
+            free(m->buckets);
         free(m);
         cachy_error_set(err, s, CACHY_ENOMEM, "out of memory");
         return -1;
     }
     m->nbuckets = INITIAL_BUCKETS;
+    m->freed = s->kept;
     m->max_items = max_items;
     m->max_bytes = max_bytes;
     s->impl = m;
@@ -452,6 +467,7 @@ static int memory_get(cachy_store *s, cachy_slice key, cachy_buf *out, cachy_err
         return -1;
     }
     m->hits++;
+    m->last = it;
     lru_touch(m, it);
     return 1;
 }
@@ -536,6 +552,7 @@ static int memory_incr(cachy_store *s, cachy_slice key, int64_t by, int64_t *res
     text.len = cachy_format_int(sum, digits);
     if (it && it->vlen == text.len) {
         memcpy(value_of(it), digits, text.len);
+        it->stamp = ++m->stamps;
         lru_touch(m, it);
     } else if (insert(s, m, key, h, text, expires, pp, now, err) != 0) {
         return -1;
@@ -681,7 +698,7 @@ static void memory_close(cachy_store *s)
 {
     mem *m = s->impl;
     if (m) {
-        free_items(m);
+        free_items(m);      /* counted in the kept count: references die with the items */
         free(m->buckets);
         free(m);
     }
@@ -707,3 +724,41 @@ const cachy_store_ops cachy_memory_ops = {
     .prune = memory_prune,
     .close = memory_close,
 };
+
+/* ---- LuaJIT's read path (store_memory.h) --------------------------------- */
+
+static mem *open_memory(cachy_store *s)
+{
+    return s->opened && s->ops == &cachy_memory_ops ? s->impl : NULL;
+}
+
+int cachy_memory_last(cachy_store *s, cachy_memory_ref *ref)
+{
+    mem *m = open_memory(s);
+    if (m == NULL || m->last == NULL)
+        return -1;
+    ref->item = m->last;
+    ref->stamp = m->last->stamp;
+    ref->gen = *m->freed;
+    return 0;
+}
+
+int cachy_memory_touch(cachy_store *s, const cachy_memory_ref *ref)
+{
+    mem *m = open_memory(s);
+    item *it;
+    int64_t now;
+    if (m == NULL || *m->freed != ref->gen)
+        return 0;
+    it = (item *)ref->item;     /* not freed since the reference was taken */
+    if (it->stamp != ref->stamp)
+        return 0;
+    now = clock_for(m, 0);
+    if (expired(it, now))
+        return 0;
+    m->hits++;
+    m->last = it;
+    lru_touch(m, it);
+    read_sweep(m, now);         /* after the touch: it may free other items */
+    return 1;
+}

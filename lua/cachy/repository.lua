@@ -17,6 +17,9 @@ local is_integer = compat.is_integer
 local argerror, typename, check_key, check_ttl = values.argerror, values.typename, values.key, values.ttl
 local encode, decode = values.encode, values.decode
 local value_root = core.value_root
+-- On LuaJIT a memory store's get, put and decorator reads go through the
+-- FFI, which its trace compiler compiles (cachy.jit).
+local jit_bind = rawget(_G, "jit") and pcall(require, "ffi") and require("cachy.jit").bind
 
 local Repository = {}
 Repository.__index = Repository
@@ -98,7 +101,9 @@ function Repository:_store()
   end
   base._st = st
   if bind and sname == "msgpack" then
-    ms.bind(base, core.bind(st, ms.default_ms))
+    local fast = core.bind(st, ms.default_ms)
+    if jit_bind then fast = jit_bind(st, fast, ms.default_ms) end
+    ms.bind(base, fast)
   elseif st.fast_get then       -- a tiered store's first-level hits
     local get = st:fast_get(Repository.get)
     if get then ms.bind_get(base, get) end
