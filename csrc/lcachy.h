@@ -25,7 +25,10 @@ typedef struct lc_handle {
     cachy_buf key;            /* decorator keys */
     cachy_buf batch;          /* put_many: keys and values side by side */
     recent_slot *recent;      /* strings handed out lately (lcachy_fast.c) */
+    int64_t counts[4];        /* LC_HITS ...: what the fast methods saw (stats) */
 } lc_handle;
+
+enum { LC_HITS, LC_MISSES, LC_WRITES, LC_ERRORS, LC_NCOUNTS };
 
 enum { TTL_BAD = -1, TTL_EXPIRED = 0, TTL_OK = 1 };
 
@@ -47,6 +50,10 @@ int lc_core_ttl(lua_State *L);                              /* core.ttl */
 void lc_free_recent(lua_State *L, lc_handle *h);
 int lc_bind(lua_State *L);                                  /* core.bind */
 int lc_core_value_root(lua_State *L);                       /* core.value_root */
+
+/* lcachy_envelope.c: the envelope of an item kept for stale serving. */
+int lc_core_envelope(lua_State *L);                         /* core.envelope */
+int lc_core_envelope_open(lua_State *L);                    /* core.envelope_open */
 
 /* lcachy_redis.c: RESP for transports written in Lua (redis_proto.c). */
 int lc_redis_command(lua_State *L);                         /* core.redis_command */
