@@ -127,8 +127,16 @@ static int h_if(lua_State *L, int touch)
     lc_handle *h = lc_check_handle(L, 1);
     cachy_error err;
     cachy_slice key = arg_bytes(L, 2), val = arg_bytes(L, 3);
-    int rc = touch ? cachy_touch_if(h->store, key, val, arg_ms(L, 4) > 0 ? arg_ms(L, 4) : 1, &err)
-                   : cachy_forget_if(h->store, key, val, &err);
+    int rc;
+    if (touch) {
+        /* a lifetime, never "forever": 0 would mean that to some stores and
+         * "remove now" to Redis's PEXPIRE */
+        lua_Number ms = luaL_checknumber(L, 4);
+        luaL_argcheck(L, ms >= 1, 4, "a lifetime of at least 1 ms expected");
+        rc = cachy_touch_if(h->store, key, val, ms >= 4.0e18 ? (int64_t)4e18 : (int64_t)ms, &err);
+    } else {
+        rc = cachy_forget_if(h->store, key, val, &err);
+    }
     if (rc < 0)
         return lc_fail(L, &err);
     lua_pushboolean(L, rc == 1);

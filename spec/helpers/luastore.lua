@@ -144,14 +144,34 @@ function methods.put_many(self, tbl, seconds)
   return true
 end
 
+-- The optional lock methods (opts.locks): atomic here, as the store is
+-- one table in one process.
+function methods.forget_if(self, key, bytes)
+  local b = self.backend
+  if failing(b, "forget_if") then return nil, b.cause end
+  if live(b, key) ~= bytes then return false end
+  b.data[key], b.expires[key] = nil, nil
+  return true
+end
+
+function methods.touch_if(self, key, bytes, seconds)
+  local b = self.backend
+  if failing(b, "touch_if") then return nil, b.cause end
+  if live(b, key) ~= bytes then return false end
+  store(b, key, bytes, seconds)
+  return true
+end
+
 function methods.close(self)
   local b = self.backend
   b.calls.close = (b.calls.close or 0) + 1
 end
 
 local optional = { many = true, put_many = true }
+local lock_methods = { forget_if = true, touch_if = true }
 
 -- opts.optional = false: the store tables have no many/put_many.
+-- opts.locks = true: they have forget_if and touch_if.
 -- opts.cause: the failure text (default "backend down").
 function M.new(opts)
   opts = opts or {}
@@ -164,6 +184,7 @@ function M.new(opts)
     fail = nil,
     cause = opts.cause or "backend down",
     optional = opts.optional ~= false,
+    locks = opts.locks == true,
   }, Backend)
 end
 
@@ -187,7 +208,9 @@ function Backend:factory()
     self.configs[#self.configs + 1] = store_config
     local s = { backend = self }
     for name, fn in pairs(methods) do
-      if self.optional or not optional[name] then s[name] = fn end
+      if (self.optional or not optional[name]) and (self.locks or not lock_methods[name]) then
+        s[name] = fn
+      end
     end
     return s
   end

@@ -50,6 +50,15 @@ function M.interpreter()
   return arg and arg[i] or (rawget(_G, "jit") and "luajit" or "lua5.4")
 end
 
+-- Whether this run takes the slow cases (processes racing, SIGKILL,
+-- waits for leases): spec/run runs the suite under Lua 5.4, LuaJIT and
+-- the sanitizer build, and these need to run once, on plain Lua 5.4.
+function M.runs_slow_cases()
+  if rawget(_G, "jit") or _VERSION ~= "Lua 5.4" then return false end
+  local core = package.searchpath("cachy.core", package.cpath) or ""
+  return not core:find("asan", 1, true)
+end
+
 -- Runs the Lua source script in a new process under busted's interpreter,
 -- with this build of cachy.core as arg[1] (the script loads it with
 -- package.loadlib), and returns what it wrote; redirect is appended to the

@@ -444,16 +444,14 @@ case("redis driver: transport auto uses cosockets in the content and timer phase
   eq(cache._fast, nil, "transport auto binds no fast path in nginx")
 end)
 
--- A call that waits for Redis (CLIENT PAUSE) while the worker keeps
--- running light threads: the ticks counted during the wait.
-local function ticks_during_slow_call(cache)
-  assert(cache:put("slow", "v", 1))          -- connected (and pooled) before the pause
-  eq(redis("CLIENT", "PAUSE", "300"), "OK", "CLIENT PAUSE")
+-- Runs fn in a light thread while this one ticks every 10 ms: fn's
+-- result, the seconds it took, and the ticks counted meanwhile.
+local function ticks_while(fn)
   local done, got, elapsed = false, nil, nil
   local thread = ngx.thread.spawn(function()
     ngx.update_time()
     local t0 = ngx.now()
-    got = cache:get("slow")
+    got = fn()
     ngx.update_time()
     elapsed = ngx.now() - t0
     done = true
@@ -464,6 +462,15 @@ local function ticks_during_slow_call(cache)
     ticks = ticks + 1
   end
   ngx.thread.wait(thread)
+  return got, elapsed, ticks
+end
+
+-- A call that waits for Redis (CLIENT PAUSE) while the worker keeps
+-- running light threads: the ticks counted during the wait.
+local function ticks_during_slow_call(cache)
+  assert(cache:put("slow", "v", 1))          -- connected (and pooled) before the pause
+  eq(redis("CLIENT", "PAUSE", "300"), "OK", "CLIENT PAUSE")
+  local got, elapsed, ticks = ticks_while(function() return cache:get("slow") end)
   eq(got, "v", "the value read during the pause")
   check(elapsed >= 0.2, "the call took %.3f s, wanted the pause (0.3 s)", elapsed)
   return ticks
@@ -738,6 +745,52 @@ function M.interop(step)
   eq(v, { who = "lua5.4", bytes = "\1\2\0", n = -7 }, "the value lua5.4 wrote (err: " .. tostring(err) .. ")")
   return "ok"
 end
+
+-- (g) locks over cosockets (SPEC section 12) ----------------------------------
+
+-- A lock taken on one transport is the same lock on the other: the same
+-- bytes, the same scripts (Redis) and compare-and-swap (Memcached).
+case("locks: redis and memcached locks over cosockets are the blocking driver's locks", function()
+  local pairs_of = {
+    redis = { redis_cache({ transport = "cosocket" }, "lock:"), redis_cache({ transport = "blocking" }, "lock:") },
+    memcached = { mc_cache({ transport = "cosocket" }, "lock:", 3), mc_cache({ transport = "blocking" }, "lock:", 3) },
+  }
+  for driver, two in pairs(pairs_of) do
+    local cos, blk = two[1], two[2]
+    eq(transport_of(cos), "cosocket", driver .. ": transport")
+    local name = "shared:" .. ngx.now()
+    local lock = cos:lock(name, 10)
+    eq(lock:get(), true, driver .. ": acquired on a cosocket")
+    eq(blk:lock(name, 10):get(), false, driver .. ": held, seen by the blocking driver")
+    eq(blk:restore_lock(name, "someone else"):release(), false, driver .. ": a non-owner's release")
+    eq(lock:refresh(5), true, driver .. ": refresh on a cosocket")
+    eq(blk:restore_lock(name, lock:owner()):release(), true, driver .. ": released by the blocking driver")
+    eq(lock:release(), false, driver .. ": released already")
+    local other = blk:lock(name, 10)
+    eq(other:get(), true, driver .. ": acquired by the blocking driver")
+    eq(cos:restore_lock(name, other:owner()):refresh(5), true, driver .. ": refreshed on a cosocket")
+    eq(cos:restore_lock(name, other:owner()):release(), true, driver .. ": released on a cosocket")
+    eq(other:release(), false, driver .. ": gone for the blocking driver too")
+    local ok, err = pcall(function() return cos:lock(name, 10):get(function() error("raised", 0) end) end)
+    eq({ ok, err }, { false, "raised" }, driver .. ": a function's error propagates")
+    eq(blk:lock(name, 10):get(), true, driver .. ": released after the error")
+  end
+end)
+
+case("locks: block waits through ngx.sleep, and the worker runs meanwhile", function()
+  local cache = redis_cache({ transport = "cosocket" }, "lock:")
+  local name = "block:" .. ngx.now()
+  eq(cache:lock(name, 0.3):get(), true, "held for 0.3 s")
+  local got, elapsed, ticks = ticks_while(function()
+    return { cache:lock(name, 5):block(3, function() return "ran" end) }
+  end)
+  eq(got, { "ran" }, "block's function ran once acquired")
+  check(elapsed >= 0.2 and elapsed < 0.6, "block took %.3f s, wanted the rest of the 0.3 s lease", elapsed)
+  check(ticks >= 10, "only %d ticks of 10 ms while block waited", ticks)
+  eq(cache:lock(name, 5):get(), true, "released after the function")
+  eq({ cache:lock(name, 5):block(0.05) }, { false, "lock '" .. name .. "' not acquired within 0.05 s" },
+    "block giving up")
+end)
 
 -- Three requests at once (spec/nginx/run sends them in parallel): one
 -- manager for the worker, a remember per request with its own key; each
