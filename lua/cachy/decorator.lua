@@ -151,7 +151,7 @@ function M.wrap(repo, fn, prefix, minutes, o, should_cache)
         ok, err, code = nil, why, "unstorable"
       else
         local out, life = bytes, ms
-        if sie and ms ~= 0 then out, life = envelope("v", ms, ms, bytes), ms + sie end
+        if sie and ms ~= 0 then out, life = envelope("v", ms, ms, bytes), ms + sie + values.KEEP_MS end
         ok, err, code = repo:_write(key, out, life, false)
         if ok then counts.writes = counts.writes + 1 end
         if ok == nil then counts.errors = counts.errors + 1 end

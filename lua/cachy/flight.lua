@@ -396,7 +396,10 @@ function M.protect(fn, ...)
   local outer = guards[me]
   local r = pack(pcall(protected, list, fn, ...))
   guards[me] = outer
-  for i = #list, 1, -1 do finish(list[i], "failed") end
+  for i = #list, 1, -1 do
+    local left = list[i]         -- (finishing one pops those above it that are done)
+    if left then finish(left, "failed") end
+  end
   return unpack(r, 1, r.n)
 end
 

@@ -17,6 +17,7 @@ local argerror, decode, try_encode, quote_key = values.argerror, values.decode, 
   core.quote_key
 local begin, finish, protect = flight.begin, flight.finish, flight.protect
 local byte, huge, tostring = string.byte, math.huge, tostring
+local KEEP_MS = values.KEEP_MS
 
 local M = {}
 
@@ -57,7 +58,7 @@ local function store(self, key, bytes, fresh, visible, o)
   local ms = visible
   if fresh ~= visible or sie then
     bytes = envelope("v", fresh or 0, visible, bytes)
-    if sie then ms = visible + sie end
+    if visible ~= 0 then ms = visible + (sie or 0) + KEEP_MS end
   end
   return write(self, key, bytes, ms)
 end
@@ -66,7 +67,7 @@ end
 local function store_nil(self, key, o)
   local ms = o.neg_ms
   if not ms then return true end
-  return write(self, key, envelope("n", ms, ms), ms)
+  return write(self, key, envelope("n", ms, ms), ms ~= 0 and ms + KEEP_MS or 0)
 end
 
 -- The outcome of the flight this caller waited for (entry e).

@@ -79,6 +79,12 @@ function M.encode(r, value, n, method, root, level)
   return bytes, why, code
 end
 
+-- How much longer than its window (visible lifetime, then stale_if_error)
+-- a store keeps an item in an envelope: the envelope says what is seen,
+-- and stores whose clocks tick in whole seconds (memcached) would drop it
+-- up to a second early.
+M.KEEP_MS = 1000
+
 -- What a plain read of the bytes under a key sees. An item kept for stale
 -- serving is wrapped in an envelope (csrc/envelope.h), which begins with
 -- the byte 0xC1: then its serializer's bytes while it is visible, false
