@@ -39,7 +39,7 @@ local MAIN, DEFERRED = {}, {}
 -- and between polls of the store while another process computes: from the
 -- first step, doubling up to the last, in seconds.
 local LOCAL_STEPS = { 0.001, 0.02 }
-local STORE_STEPS = { 0.005, 0.05 }
+local STORE_STEPS = { 0.005, 0.03 }
 
 -- A lock item's lease: long enough for slow functions (processes that
 -- arrive meanwhile wait, and each computes itself once its wait has
