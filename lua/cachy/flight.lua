@@ -369,11 +369,11 @@ function M.claim(repo, key, o)
 end
 
 -- The lock item of deferred work on key (e from claim): true when this
--- process holds it (e.lock) or the store is process-local or failing;
--- false when another process is at it.
+-- process holds it (e.lock), or the store is process-local or failing, or
+-- lock is off; false when another process is at it.
 function M.claim_across(repo, key, e, o)
   local driver = repo._base._config.driver
-  if driver == "memory" or driver == "dict" then return true end
+  if not o.lock or driver == "memory" or driver == "dict" then return true end
   local lk = lock.lock(repo, "flight:" .. e.fkey, lease(o))
   local got = lk:get()
   if got then e.lock = lk end
