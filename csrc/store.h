@@ -49,8 +49,9 @@ struct cachy_store_ops {
     int (*put_many)(cachy_store *s, const cachy_slice *keys, const cachy_slice *vals, size_t n,
                     int64_t ttl_ms, cachy_error *err);
 
-    /* Locks (lua/cachy/lock.lua). Atomically remove key if it holds exactly
-     * val. 1 removed, 0 absent or holding other bytes, -1 error. */
+    /* Locks (lua/cachy/lock.lua); every built-in driver has both (NULL:
+     * lock calls fail with CACHY_EMISUSE). Atomically remove key if it
+     * holds exactly val. 1 removed, 0 absent or holding other bytes, -1 error. */
     int (*forget_if)(cachy_store *s, cachy_slice key, cachy_slice val, cachy_error *err);
 
     /* Atomically give key a lifetime of ttl_ms (> 0) from now if it holds

@@ -144,12 +144,13 @@ local function lock_cases(kind)
     local t0 = system.monotime()
     assert.are.same({ n = 1, true }, pack(cache:lock(name, 10):block(short + slack + 1)))
     local waited = system.monotime() - t0
-    assert.is_true(waited <= short + slack + 0.15, "waited " .. waited .. " s")
+    -- the last sleep before it is at most 0.15 s; the rest is a loaded machine's
+    assert.is_true(waited <= short + slack + 0.35, "waited " .. waited .. " s")
     t0 = system.monotime()
     assert.are.same({ n = 2, false, "lock '" .. name .. "' not acquired within 0.3 s" },
       pack(cache:lock(name, 10):block(0.3)))
     waited = system.monotime() - t0
-    assert.is_true(waited >= 0.29 and waited < 0.5, "gave up after " .. waited .. " s")
+    assert.is_true(waited >= 0.29 and waited < 0.7, "gave up after " .. waited .. " s")
     assert.are.same({ n = 2, false, "lock '" .. name .. "' not acquired within 0 s" },
       pack(cache:lock(name, 10):block(0)))
   end)
@@ -315,7 +316,7 @@ local function lock_cases(kind)
       assert.are.equal(false, cache:lock(name, 10):get())
       assert.are.equal(true, cache:lock(name, 10):block(lease + slack + 2))
       local waited = system.monotime() - t0
-      assert.is_true(waited <= lease + slack + 0.15, "freed after " .. waited .. " s")
+      assert.is_true(waited <= lease + slack + 0.35, "freed after " .. waited .. " s")
     end)
   end
 end
@@ -336,6 +337,7 @@ describe("locks", function()
   describe("on the file store", function()
     local dir = fresh_dir("file")
     local function config() return { driver = "file", path = dir } end
+    lazy_teardown(function() os.execute("rm -rf " .. q(dir)) end)
     lock_cases({ make = function(opts) return manager(config(), opts) end, shared = true, config = config })
   end)
 
@@ -498,6 +500,20 @@ describe("locks", function()
         select(2, pcall(cachy.new, { sleep = 1 })))
       assert.matches("^cachy.new: store 'm' field 'sleep' must be a function, got string$",
         select(2, pcall(cachy.new, { stores = { m = { driver = "memory", sleep = "x" } } })))
+    end)
+
+    it("choose the sleep: the store's, the manager's, else a blocking one outside nginx", function()
+      local core, lock = require("cachy.core"), require("cachy.lock")
+      local mine, theirs = function() end, function() end
+      assert.are.equal(core.sleep, lock.sleeper(cache:store()))
+      local c = cachy.new({ sleep = mine, stores = { a = { driver = "memory" }, b = { driver = "memory", sleep = theirs } },
+                            default = "a" })
+      assert.are.equal(mine, lock.sleeper(c:store("a")))
+      assert.are.equal(theirs, lock.sleeper(c:store("b")))
+      local t0 = system.monotime()
+      core.sleep(0.05)
+      local slept = system.monotime() - t0
+      assert.is_true(slept >= 0.049 and slept < 0.5, "slept " .. slept .. " s")
     end)
 
     it("make owner tokens that differ", function()
