@@ -631,6 +631,21 @@ local function manager(store, config)
 end
 
 describe("single flight and stale values", function()
+  it("take lock, wait and defer in the config, checked there", function()
+    local function raises(config, msg)
+      local ok, err = pcall(cachy.new, config)
+      assert.is_false(ok)
+      assert.are.equal("cachy.new: " .. msg, err)
+    end
+    raises({ wait = -1 }, "config.wait must be a number of seconds from 0, got -1")
+    raises({ lock = "yes" }, "config.lock must be a boolean, got string")
+    raises({ defer = true }, "config.defer must be a function, got boolean")
+    raises({ stores = { m = { driver = "memory", wait = 0 / 0 } } },
+      "store 'm' field 'wait' must be a number of seconds from 0, got " .. tostring(0 / 0))
+    local c = cachy.new({ lock = false, wait = 1, defer = print, stores = { m = { driver = "memory", wait = 2 } } })
+    c:close()
+  end)
+
   describe("on the memory store", function()
     flight_cases({ make = function(config) return manager({ driver = "memory" }, config) end })
   end)

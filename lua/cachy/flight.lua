@@ -21,7 +21,6 @@
 local core = require("cachy.core")
 local compat = require("cachy.compat")
 local lock = require("cachy.lock")
-local values = require("cachy.values")
 
 local pcall, pack, unpack = compat.pcall, compat.pack, compat.unpack
 local running, status = coroutine.running, coroutine.status
