@@ -449,6 +449,35 @@ local function flight_cases(kind)
       cache:close()
     end)
 
+    it("an option's function that raises leaves no flight behind", function()
+      local cache = make({ sleep = yielding_sleep, wait = 0.5 })
+      local bad = true
+      local w = cache(function() return 1 end, { key = "ask", should_cache = function()
+        if bad then error("nope", 0) end
+        return true
+      end })
+      local done = false
+      local out = drive({
+        function()
+          local ok, err = ypcall(w)
+          while not done do coroutine.yield() end
+          return ok, err
+        end,
+        function()
+          coroutine.yield()
+          bad = false
+          local t = system.monotime()
+          local v = w()
+          done = true
+          return v, system.monotime() - t
+        end,
+      }, 0.001)
+      assert.are.same({ n = 2, false, "nope" }, out[1])
+      assert.are.equal(1, out[2][1])
+      assert.is_true(out[2][2] < 0.25, "waited " .. out[2][2])
+      cache:close()
+    end)
+
     it("should_cache decides from the results", function()
       local cache = make()
       local f = counted(function(id) return id, id > 0 end)

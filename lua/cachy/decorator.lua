@@ -9,7 +9,7 @@ local compat = require("cachy.compat")
 local values = require("cachy.values")
 local flight = require("cachy.flight")
 
-local pack, unpack = compat.pack, compat.unpack
+local pcall, pack, unpack = compat.pcall, compat.pack, compat.unpack
 local args_key, encode_tuple, decode_tuple = core.args_key, core.encode_tuple, core.decode_tuple
 local envelope, envelope_open = core.envelope, core.envelope_open
 local ttl_of = core.ttl
@@ -117,12 +117,23 @@ function M.wrap(repo, fn, prefix, minutes, o, should_cache)
   local counts = repo._counts
   local lock, sie, neg_ms = o.lock, o.sie_ms, o.neg_ms
 
+  -- f(results r) for the options that are functions: raised again
+  -- unchanged after ending entry e.
+  local function ask(e, f, r)
+    local got = pack(pcall(f, unpack(r, 1, r.n)))
+    if not got[1] then
+      if e then finish(e, "failed") end
+      error(got[2], 0)
+    end
+    return got[2]
+  end
+
   -- The lifetime of results r: ms, 0 for ever, false for not stored.
-  local function lifetime(r)
+  local function lifetime(r, e)
     if neg_ms ~= nil and r[1] == nil then return neg_ms end
     if fixed_ms ~= nil then return fixed_ms end
     if minutes_fn then
-      local chosen = minutes_fn(unpack(r, 1, r.n))
+      local chosen = ask(e, minutes_fn, r)
       local ms, why = ttl_of(chosen, repo._ms.default_ms)
       if ms == nil then return nil, "option 'minutes' returned a bad lifetime: " .. why end
       return ms
@@ -134,8 +145,8 @@ function M.wrap(repo, fn, prefix, minutes, o, should_cache)
   -- cannot be stored); the bytes of their tuple when they were made here.
   local function store(key, r, e)
     local ms, why = true, nil
-    if should_cache and not should_cache(unpack(r, 1, r.n)) then ms = false end
-    if ms then ms, why = lifetime(r) end
+    if should_cache and not ask(e, should_cache, r) then ms = false end
+    if ms then ms, why = lifetime(r, e) end
     if ms == nil then
       if e then finish(e, "failed") end
       raise_outside("cache: " .. why .. " (in '" .. prefix .. "')")
