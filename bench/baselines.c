@@ -9,6 +9,11 @@
  *   redis(port, prefix)           hiredis on 127.0.0.1:port, 100 keys preloaded
  *     :get(n) :set(n, ttl_ms)     one command per operation
  *     :get_pipe(b) :set_pipe(b, ttl_ms)   b batches of 100 pipelined commands
+ *   cluster("p1,p2,...", prefix)  hiredis on a Redis Cluster's masters, the slot map read
+ *                                 once (CLUSTER SLOTS), 100 keys preloaded on their masters
+ *     :get(n)                     GET on the key's master
+ *     :get_pipe(b)                b batches of 100 GETs, one pipeline per master, every
+ *                                 pipeline written before any reply is read
  *   memcached(port, prefix)       libmemcached, the same behaviours as cachy's driver
  *     :get(n) :set(n, ttl_s) :mget(b)     mget: b batches of 100 keys
  *   fresh()                       :get(key) returns a new copy of a 100-byte string: the
@@ -39,6 +44,8 @@
 #define KEYMAX 96
 
 #define REDIS_MT "baselines.redis"
+#define CLUSTER_MT "baselines.cluster"
+#define CLUSTER_NODES 16
 #define MEMCACHED_MT "baselines.memcached"
 #define FILE_MT "baselines.file"
 #define FRESH_MT "baselines.fresh"
@@ -201,6 +208,161 @@ static int l_redis_gc(lua_State *L)
     if (b->c)
         redisFree(b->c);
     b->c = NULL;
+    return 0;
+}
+
+/* ---- redis cluster ----------------------------------------------------- */
+
+typedef struct cbase {
+    redisContext *node[CLUSTER_NODES];
+    int ports[CLUSTER_NODES], n;
+    unsigned char owner[16384];        /* slot -> node */
+    unsigned short crc_table[256];
+    char keys[NKEYS][KEYMAX];
+    size_t klen[NKEYS];
+    int kslot[NKEYS];
+    char val[VLEN];
+} cbase;
+
+static unsigned cluster_slot(const cbase *b, const char *k, size_t n)
+{
+    unsigned crc = 0;
+    size_t i;
+    const char *open = memchr(k, '{', n), *close;
+    if (open && (close = memchr(open + 1, '}', n - (size_t)(open + 1 - k))) && close > open + 1)
+        k = open + 1, n = (size_t)(close - open - 1);
+    for (i = 0; i < n; i++)
+        crc = ((crc << 8) ^ b->crc_table[((crc >> 8) ^ (unsigned char)k[i]) & 0xff]) & 0xffff;
+    return crc & 16383;
+}
+
+static cbase *check_cluster(lua_State *L)
+{
+    cbase *b = luaL_checkudata(L, 1, CLUSTER_MT);
+    if (b->n == 0)
+        luaL_error(L, "cluster baseline is closed");
+    return b;
+}
+
+static int l_cluster(lua_State *L)
+{
+    const char *ports = luaL_checkstring(L, 1), *prefix = luaL_checkstring(L, 2);
+    struct timeval tv = { 2, 0 };
+    cbase *b = lua_newuserdata(L, sizeof *b);
+    redisReply *r;
+    size_t i, j;
+    memset(b, 0, sizeof *b);
+    luaL_getmetatable(L, CLUSTER_MT);
+    lua_setmetatable(L, -2);
+    for (i = 0; i < 256; i++) {
+        unsigned c = (unsigned)i << 8;
+        for (j = 0; j < 8; j++)
+            c = (c & 0x8000) ? ((c << 1) ^ 0x1021) & 0xffff : (c << 1) & 0xffff;
+        b->crc_table[i] = (unsigned short)c;
+    }
+    for (; *ports && b->n < CLUSTER_NODES; ports += *ports == ',') {
+        int port = (int)strtol(ports, (char **)&ports, 10);
+        b->ports[b->n] = port;
+        b->node[b->n] = redisConnectWithTimeout("127.0.0.1", port, tv);
+        if (b->node[b->n] == NULL || b->node[b->n]->err)
+            return luaL_error(L, "cluster baseline: cannot connect to port %d", port);
+        redisSetTimeout(b->node[b->n], tv);
+        b->n++;
+    }
+    r = redisCommand(b->node[0], "CLUSTER SLOTS");
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY)
+        return luaL_error(L, "cluster baseline: CLUSTER SLOTS failed");
+    for (i = 0; i < r->elements; i++) {
+        redisReply *range = r->element[i];
+        int port = (int)range->element[2]->element[1]->integer, k = -1, m;
+        long long s;
+        for (m = 0; m < b->n; m++)
+            if (b->ports[m] == port)
+                k = m;
+        if (k < 0) {
+            freeReplyObject(r);
+            return luaL_error(L, "cluster baseline: master on port %d not given", port);
+        }
+        for (s = range->element[0]->integer; s <= range->element[1]->integer; s++)
+            b->owner[s] = (unsigned char)k;
+    }
+    freeReplyObject(r);
+    fill_value(b->val);
+    for (i = 0; i < NKEYS; i++) {
+        b->klen[i] = (size_t)snprintf(b->keys[i], KEYMAX, "%s%d", prefix, (int)i + 1);
+        b->kslot[i] = (int)cluster_slot(b, b->keys[i], b->klen[i]);
+        r = redisCommand(b->node[b->owner[b->kslot[i]]], "SET %b %b", b->keys[i], b->klen[i],
+                         b->val, (size_t)VLEN);
+        if (r == NULL || r->type != REDIS_REPLY_STATUS)
+            return luaL_error(L, "cluster baseline: SET failed");
+        freeReplyObject(r);
+    }
+    return 1;
+}
+
+static void cluster_expect(lua_State *L, redisReply *r)
+{
+    if (r == NULL || r->type != REDIS_REPLY_STRING || r->len != VLEN) {
+        if (r)
+            freeReplyObject(r);
+        luaL_error(L, "cluster baseline: unexpected reply");
+    }
+    freeReplyObject(r);
+}
+
+/* The slot is computed per call, as a client must for keys it has not seen. */
+static int l_cluster_get(lua_State *L)
+{
+    cbase *b = check_cluster(L);
+    long n = (long)luaL_checkinteger(L, 2), i;
+    int64_t t0 = now_ns();
+    for (i = 0; i < n; i++) {
+        int k = (int)(i % NKEYS);
+        redisContext *c = b->node[b->owner[cluster_slot(b, b->keys[k], b->klen[k])]];
+        cluster_expect(L, redisCommand(c, "GET %b", b->keys[k], b->klen[k]));
+    }
+    push_ns(L, now_ns() - t0);
+    return 1;
+}
+
+static int l_cluster_get_pipe(lua_State *L)
+{
+    cbase *b = check_cluster(L);
+    long n = (long)luaL_checkinteger(L, 2), j;
+    int i, m, owner[NKEYS];
+    int64_t t0 = now_ns();
+    for (j = 0; j < n; j++) {
+        for (i = 0; i < NKEYS; i++) {
+            owner[i] = b->owner[cluster_slot(b, b->keys[i], b->klen[i])];
+            redisAppendCommand(b->node[owner[i]], "GET %b", b->keys[i], b->klen[i]);
+        }
+        for (m = 0; m < b->n; m++) {
+            int done = 0;
+            while (!done)
+                if (redisBufferWrite(b->node[m], &done) != REDIS_OK)
+                    luaL_error(L, "cluster baseline: write failed");
+        }
+        for (m = 0; m < b->n; m++)
+            for (i = 0; i < NKEYS; i++)
+                if (owner[i] == m) {
+                    void *r = NULL;
+                    if (redisGetReply(b->node[m], &r) != REDIS_OK)
+                        luaL_error(L, "cluster baseline: read failed");
+                    cluster_expect(L, r);
+                }
+    }
+    push_ns(L, now_ns() - t0);
+    return 1;
+}
+
+static int l_cluster_gc(lua_State *L)
+{
+    cbase *b = luaL_checkudata(L, 1, CLUSTER_MT);
+    int m;
+    for (m = 0; m < b->n; m++)
+        if (b->node[m])
+            redisFree(b->node[m]);
+    b->n = 0;
     return 0;
 }
 
@@ -459,6 +621,12 @@ static const luaL_Reg redis_methods[] = {
     { NULL, NULL },
 };
 
+static const luaL_Reg cluster_methods[] = {
+    { "get", l_cluster_get },
+    { "get_pipe", l_cluster_get_pipe },
+    { NULL, NULL },
+};
+
 static const luaL_Reg memcached_methods[] = {
     { "get", l_memcached_get },
     { "set", l_memcached_set },
@@ -480,6 +648,7 @@ static const luaL_Reg fresh_methods[] = {
 static const luaL_Reg functions[] = {
     { "now", l_now },
     { "redis", l_redis },
+    { "cluster", l_cluster },
     { "memcached", l_memcached },
     { "file", l_file },
     { "fresh", l_fresh },
@@ -490,6 +659,7 @@ int luaopen_baselines(lua_State *L)
 {
     const luaL_Reg *f;
     new_class(L, REDIS_MT, redis_methods, l_redis_gc);
+    new_class(L, CLUSTER_MT, cluster_methods, l_cluster_gc);
     new_class(L, MEMCACHED_MT, memcached_methods, l_memcached_gc);
     new_class(L, FILE_MT, file_methods, NULL);
     new_class(L, FRESH_MT, fresh_methods, NULL);

@@ -294,17 +294,23 @@ end
 
 -- ---- redis ------------------------------------------------------------------
 
-local function redis_setup()
-  local port = tonumber(os.getenv("BENCH_REDIS_PORT") or "")
-  if not port then return nil, "no redis-server" end
-  local cache, why = cache_for("redis", { port = port })
+-- A redis store of config holding VALUE under the keys, the baseline
+-- new_base() makes, the keys and the map put.
+local function redis_with(config, new_base)
+  local cache, why = cache_for("redis", config)
   if not cache then return nil, why end
   local ks = keys_with("cachy:k")
   local map = {}
   for i = 1, NKEYS do map[ks[i]] = VALUE end
   assert(cache:put_many(map, 10))
   check(cache:get(ks[3]) == VALUE, "redis get misses")
-  return cache, B.redis(port, "raw:k"), ks, map
+  return cache, new_base(), ks, map
+end
+
+local function redis_setup()
+  local port = tonumber(os.getenv("BENCH_REDIS_PORT") or "")
+  if not port then return nil, "no redis-server" end
+  return redis_with({ port = port }, function() return B.redis(port, "raw:k") end)
 end
 
 get_row("redis get", "hiredis GET", "1.10", redis_setup)
@@ -322,6 +328,21 @@ row("redis put_many(100), per key", "hiredis 100 pipelined SET PX", "1.5", funct
     return now() - t0
   end, function(n) return base:set_pipe(n, 600000) end, NKEYS
 end)
+
+-- ---- redis cluster ----------------------------------------------------------
+
+-- BENCH_CLUSTER_PORTS: the masters of a cluster bench/run formed.
+local function cluster_setup()
+  local ports = os.getenv("BENCH_CLUSTER_PORTS")
+  if not ports or ports == "" then return nil, "no redis cluster" end
+  local seeds = {}
+  for p in ports:gmatch("%d+") do seeds[#seeds + 1] = "127.0.0.1:" .. p end
+  return redis_with({ cluster = seeds }, function() return B.cluster(ports, "raw:k") end)
+end
+
+get_row("redis cluster get", "hiredis GET on the slot's master", "1.15", cluster_setup)
+many_row("redis cluster many(100), per key", "hiredis GETs, a pipeline per master", "1.15",
+  cluster_setup, "redis cluster", function(base, n) return base:get_pipe(n) end)
 
 -- ---- memcached ---------------------------------------------------------------
 

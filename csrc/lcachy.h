@@ -58,6 +58,7 @@ int lc_core_envelope_open(lua_State *L);                    /* core.envelope_ope
 /* lcachy_redis.c: RESP for transports written in Lua (redis_proto.c). */
 int lc_redis_command(lua_State *L);                         /* core.redis_command */
 int lc_redis_reader(lua_State *L);                          /* core.redis_reader */
+void lc_open_redis_cluster(lua_State *L);                   /* core.redis_slot, _redirect, _slot_map */
 int lc_redis_lock_command(lua_State *L);                    /* core.redis_lock_command */
 void lc_open_redis(lua_State *L);                           /* the reader's metatable */
 

@@ -261,4 +261,5 @@ void lc_open_redis(lua_State *L)
         lua_pushcclosure(L, redis_reply_of, 1);
         lua_setfield(L, -2, "redis_reply_of");
     }
+    lc_open_redis_cluster(L);
 }

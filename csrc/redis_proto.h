@@ -76,4 +76,52 @@ enum { CACHY_RESP_FORGET_IF, CACHY_RESP_TOUCH_IF };
 int cachy_resp_lock_argv(int which, cachy_slice key, cachy_slice val, int64_t ttl_ms, char ms[24],
                          const char *argv[6], size_t lens[6]);
 
+/* ---- Redis Cluster: slots, redirections, the slot map (no I/O) ---------- */
+
+#define CACHY_REDIS_SLOTS 16384
+#define CACHY_REDIS_HOST_MAX 256     /* bytes of a node's host, NUL included */
+
+/* The hash slot of a key: CRC16 (XMODEM) of the key, or of the text between
+ * its first '{' and the next '}' when that text is not empty, mod 16384. */
+unsigned cachy_redis_slot(const char *key, size_t len);
+
+/* An error reply's text "MOVED 3999 127.0.0.1:6381" or "ASK ...": 1 MOVED,
+ * 2 ASK (*slot, host and *port set), 0 any other text. An empty host
+ * ("MOVED 3999 :6381") means the node that answered. */
+int cachy_redis_redirect(const char *text, size_t len, unsigned *slot,
+                         char host[CACHY_REDIS_HOST_MAX], int *port);
+
+/* "host:port" or "[v6]:port" (a configured node) into host and *port;
+ * 0 ok, -1 malformed. */
+int cachy_redis_address(const char *text, char host[CACHY_REDIS_HOST_MAX], int *port);
+
+typedef struct cachy_redis_node {
+    char host[CACHY_REDIS_HOST_MAX];
+    int port;
+} cachy_redis_node;
+
+/* Which master serves each slot. Nodes are only added: an index stays
+ * valid for the life of the map. */
+typedef struct cachy_slot_map {
+    cachy_redis_node *nodes;
+    size_t n, cap;
+    unsigned short owner[CACHY_REDIS_SLOTS];    /* node index; CACHY_SLOT_NONE: no node */
+} cachy_slot_map;
+
+#define CACHY_SLOT_NONE 0xffff
+#define CACHY_REDIS_NODES_MAX 1024
+
+void cachy_slot_map_init(cachy_slot_map *m);
+void cachy_slot_map_free(cachy_slot_map *m);
+
+/* The index of the node host:port, added when new; -1 when the map holds
+ * CACHY_REDIS_NODES_MAX nodes already or memory ran out. */
+int cachy_slot_map_node(cachy_slot_map *m, const char *host, int port);
+
+/* Reads a CLUSTER SLOTS reply into the map, replacing every slot's owner
+ * (slots it does not list have none). asked_host stands for an empty host.
+ * 0 ok; -1 with why set on a reply of another shape. */
+int cachy_slot_map_read(cachy_slot_map *m, const cachy_resp *reply, const char *asked_host,
+                        char *why, size_t whylen);
+
 #endif

@@ -47,6 +47,7 @@
 
 #include <hiredis.h>
 
+#include "redis_cluster.h"
 #include "redis_proto.h"
 #include "store.h"
 
@@ -73,6 +74,8 @@ typedef struct rconn {
     int64_t sock_ms;                       /* timeout the socket has now */
 
     cachy_buf out;                         /* outgoing pipelined commands */
+    cachy_rcluster *cluster;               /* with `cluster`: the nodes (redis_cluster.c) */
+    cachy_rsentinel *sentinel;             /* with `sentinel`: where the master is (redis_sentinel.c) */
 } rconn;
 
 static const cachy_field redis_fields[] = {
@@ -85,6 +88,10 @@ static const cachy_field redis_fields[] = {
     { "connect_timeout", CACHY_OPT_NUMBER, 0 },
     { "timeout", CACHY_OPT_NUMBER, 0 },
     { "retry_after", CACHY_OPT_NUMBER, 0 },
+    { "cluster", CACHY_OPT_LIST, 0 },
+    /* { master = name, nodes = { "host:port", ... } }: cachy.new passes it
+     * here as the list { name, "host:port", ... } */
+    { "sentinel", CACHY_OPT_LIST, 0 },
     /* read by lua/cachy/resty/redis.lua inside nginx, ignored here */
     { "transport", CACHY_OPT_STRING, 0 },
     { "pool_size", CACHY_OPT_INTEGER, 0 },
@@ -425,7 +432,7 @@ static int conn_open(cachy_store *s, rconn *c, cachy_error *err)
         *err = b->last;
         return -1;
     }
-    if (handshake(s, c, err) == 0)
+    if ((c->sentinel ? cachy_rsentinel_connect(s, c, c->sentinel, err) : handshake(s, c, err)) == 0)
         return 0;
     if (c->retry_ms > 0 && (err->code == CACHY_EREFUSED || err->code == CACHY_ECONN ||
                             err->code == CACHY_ETIMEOUT) &&
@@ -457,11 +464,10 @@ static int ready(cachy_store *s, rconn *c, int max_depth, size_t max_elems, cach
     return begin(s, c, max_depth, max_elems, err);
 }
 
-/* One command, one reply. */
-static int call(cachy_store *s, int argc, const char **argv, const size_t *lens, int max_depth,
-                size_t max_elems, cachy_resp **out, cachy_error *err)
+/* One command, one reply, on the connection c. */
+static int call_on(cachy_store *s, rconn *c, int argc, const char **argv, const size_t *lens,
+                   int max_depth, size_t max_elems, cachy_resp **out, cachy_error *err)
 {
-    rconn *c = s->impl;
     if (ready(s, c, max_depth, max_elems, err) != 0)
         return -1;
     if (append_cmd(s, c, argc, argv, lens, err) != 0 || flush_out(s, c, err) != 0)
@@ -469,11 +475,26 @@ static int call(cachy_store *s, int argc, const char **argv, const size_t *lens,
     return read_reply(s, c, out, err);
 }
 
+/* One command, one reply. On a cluster the command goes to the node of
+ * its key: argv[1], or argv[3] for EVAL (redis_cluster.c). */
+static int call(cachy_store *s, int argc, const char **argv, const size_t *lens, int max_depth,
+                size_t max_elems, cachy_resp **out, cachy_error *err)
+{
+    rconn *c = s->impl;
+    if (c->cluster)
+        return cachy_rcluster_call(s, c->cluster, argc, argv, lens, max_depth, max_elems, out, err);
+    return call_on(s, c, argc, argv, lens, max_depth, max_elems, out, err);
+}
+
 /* A reply the command does not give when it works. The stream is still in
  * step (one reply per command), so the connection stays. */
 static int bad_reply(cachy_store *s, const char *cmd, const cachy_resp *r, cachy_error *err)
 {
     char text[TEXT_SHOWN * 4 + 4];
+    rconn *c = s->impl;
+    /* a master that became a replica: the next call asks the sentinels again */
+    if (c && c->sentinel && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "READONLY", 8) == 0)
+        drop(c);
     if (r->type == REDIS_REPLY_ERROR)
         cachy_error_set(err, s, CACHY_EBACKEND, "%s", shown(r->str, r->len, text));
     else
@@ -515,7 +536,14 @@ static int read_options(cachy_store *s, rconn *c, cachy_error *err)
     c->connect_timeout = cachy_opt_number(o, "connect_timeout", 1.0);
     c->timeout = cachy_opt_number(o, "timeout", 1.0);
     retry_after = cachy_opt_number(o, "retry_after", RETRY_AFTER);
-    if (c->socket)
+    if (cachy_opt_find(o, "cluster")) {
+        snprintf(s->address, sizeof s->address, "cluster");
+        if (cachy_rcluster_options(s, err) != 0)
+            return -1;
+    } else if (cachy_opt_find(o, "sentinel")) {
+        if (cachy_rsentinel_options(s, &c->sentinel, err) != 0)
+            return -1;
+    } else if (c->socket)
         snprintf(s->address, sizeof s->address, "%s", c->socket);
     else if (strchr(c->host, ':'))
         snprintf(s->address, sizeof s->address, "[%s]:%.0f", c->host, port);
@@ -544,6 +572,8 @@ static void redis_close(cachy_store *s)
     rconn *c = s->impl;
     if (c == NULL)
         return;
+    cachy_rcluster_free(c->cluster);
+    cachy_rsentinel_free(c->sentinel);
     drop(c);
     cachy_buf_free(&c->out);
     free(c);
@@ -558,7 +588,9 @@ static int redis_open(cachy_store *s, cachy_error *err)
         return -1;
     }
     s->impl = c;
-    if (read_options(s, c, err) != 0 || conn_open(s, c, err) != 0) {
+    if (read_options(s, c, err) != 0 ||
+        (cachy_opt_find(&s->opts, "cluster") ? cachy_rcluster_open(s, &c->cluster, err)
+                                              : conn_open(s, c, err)) != 0) {
         redis_close(s);
         return -1;
     }
@@ -765,7 +797,11 @@ static int unlink_batch(cachy_store *s, cachy_slice prefix, const cachy_resp *ke
         if (k->len >= prefix.len && memcmp(k->str, prefix.ptr, prefix.len) == 0)
             argv[argc] = k->str, lens[argc++] = k->len;
     }
-    if (rc == 0 && argc > 1) {
+    if (rc == 0 && argc > 1 && ((rconn *)s->impl)->cluster) {
+        /* keys of other slots cannot share one UNLINK on a cluster */
+        rc = cachy_rcluster_unlink(s, ((rconn *)s->impl)->cluster, (size_t)argc - 1, argv + 1,
+                                   lens + 1, err);
+    } else if (rc == 0 && argc > 1) {
         rc = call(s, argc, argv, lens, 0, 0, &r, err);
         if (rc == 0) {
             if (r->type != REDIS_REPLY_INTEGER)
@@ -777,7 +813,7 @@ static int unlink_batch(cachy_store *s, cachy_slice prefix, const cachy_resp *ke
     return rc;
 }
 
-static int scan_flush(cachy_store *s, cachy_slice prefix, cachy_error *err)
+static int scan_flush(cachy_store *s, rconn *c, cachy_slice prefix, cachy_error *err)
 {
     cachy_buf pat = { 0 };
     char cursor[24] = "0";
@@ -791,7 +827,7 @@ static int scan_flush(cachy_store *s, cachy_slice prefix, cachy_error *err)
         const char *argv[6] = { "SCAN", cursor, "MATCH", pat.data, "COUNT", SCAN_COUNT };
         size_t lens[6] = { 4, strlen(cursor), 5, pat.len, 5, strlen(SCAN_COUNT) };
         cachy_resp *r;
-        if (call(s, 6, argv, lens, 2, SCAN_MAX_KEYS, &r, err) != 0) {
+        if (call_on(s, c, 6, argv, lens, 2, SCAN_MAX_KEYS, &r, err) != 0) {
             rc = -1;
             break;
         }
@@ -809,19 +845,29 @@ static int scan_flush(cachy_store *s, cachy_slice prefix, cachy_error *err)
     return rc;
 }
 
-static int redis_flush(cachy_store *s, cachy_slice prefix, cachy_error *err)
+/* Flushes the server of connection c. */
+static int flush_on(cachy_store *s, rconn *c, cachy_slice prefix, cachy_error *err)
 {
     const char *argv[1] = { "FLUSHDB" };
     size_t lens[1] = { 7 };
     cachy_resp *r;
     int rc;
     if (prefix.len > 0)
-        return scan_flush(s, prefix, err);
-    if (call(s, 1, argv, lens, 0, 0, &r, err) != 0)
+        return scan_flush(s, c, prefix, err);
+    if (call_on(s, c, 1, argv, lens, 0, 0, &r, err) != 0)
         return -1;
     rc = is_ok(r) ? 0 : bad_reply(s, "FLUSHDB", r, err);
     cachy_resp_free(r);
     return rc;
+}
+
+/* On a cluster, every master is flushed. */
+static int redis_flush(cachy_store *s, cachy_slice prefix, cachy_error *err)
+{
+    rconn *c = s->impl;
+    if (c->cluster)
+        return cachy_rcluster_flush(s, c->cluster, prefix, err);
+    return flush_on(s, c, prefix, err);
 }
 
 /* One MGET for every key. */
@@ -832,6 +878,8 @@ static int redis_many(cachy_store *s, const cachy_slice *keys, size_t n, cachy_b
     size_t *lens, i;
     cachy_resp *r;
     int rc = 0;
+    if (((rconn *)s->impl)->cluster)
+        return cachy_rcluster_many(s, ((rconn *)s->impl)->cluster, keys, n, outs, found, err);
     if (n >= INT_MAX) {
         cachy_error_set(err, s, CACHY_EMISUSE, "too many keys for one request: %zu", n);
         return -1;
@@ -878,6 +926,8 @@ static int redis_put_many(cachy_store *s, const cachy_slice *keys, const cachy_s
     for (i = 0; i < n; i++)
         if (too_big(s, vals[i], err) != 0)
             return -1;
+    if (c->cluster)
+        return cachy_rcluster_put_many(s, c->cluster, keys, vals, n, ttl_ms, err);
     if (ready(s, c, 0, 0, err) != 0)
         return -1;
     for (i = 0; i < n; i++) {
@@ -897,6 +947,104 @@ static int redis_put_many(cachy_store *s, const cachy_slice *keys, const cachy_s
     }
     return rc;
 }
+
+/* ---- one node's connection, for redis_cluster.c ------------------------ */
+
+struct rconn *cachy_rconn_new(cachy_store *s, const char *host, int port)
+{
+    rconn *c = calloc(1, sizeof *c), *like = s->impl;
+    if (c == NULL)
+        return NULL;
+    *c = *like;
+    c->host = host;
+    c->port = port;
+    c->socket = NULL;
+    c->retry_ms = 0;            /* the cluster decides when a node is tried again */
+    c->ctx = NULL;
+    c->reader = NULL;
+    c->cluster = NULL;
+    c->sentinel = NULL;
+    memset(&c->out, 0, sizeof c->out);
+    return c;
+}
+
+/* To a sentinel: no AUTH or SELECT (those are the data nodes'). */
+struct rconn *cachy_rconn_new_plain(cachy_store *s, const char *host, int port)
+{
+    rconn *c = cachy_rconn_new(s, host, port);
+    if (c)
+        c->username = c->password = NULL, c->db = 0;
+    return c;
+}
+
+void cachy_rconn_set_address(struct rconn *c, const char *host, int port)
+{
+    c->host = host;
+    c->port = port;
+}
+
+int cachy_rconn_handshake(cachy_store *s, struct rconn *c, cachy_error *err)
+{
+    return handshake(s, c, err);
+}
+
+void cachy_rconn_free(struct rconn *c)
+{
+    if (c == NULL)
+        return;
+    drop(c);
+    cachy_buf_free(&c->out);
+    free(c);
+}
+
+void cachy_rconn_drop(struct rconn *c) { drop(c); }
+
+int cachy_rconn_ready(cachy_store *s, struct rconn *c, int max_depth, size_t max_elems,
+                      cachy_error *err)
+{
+    return ready(s, c, max_depth, max_elems, err);
+}
+
+int cachy_rconn_append(cachy_store *s, struct rconn *c, int argc, const char **argv,
+                       const size_t *lens, cachy_error *err)
+{
+    return append_cmd(s, c, argc, argv, lens, err);
+}
+
+int cachy_rconn_send(cachy_store *s, struct rconn *c, cachy_error *err)
+{
+    return flush_out(s, c, err);
+}
+
+int cachy_rconn_read(cachy_store *s, struct rconn *c, cachy_resp **out, cachy_error *err)
+{
+    return read_reply(s, c, out, err);
+}
+
+int cachy_rconn_bad_reply(cachy_store *s, const char *cmd, const cachy_resp *r, cachy_error *err)
+{
+    return bad_reply(s, cmd, r, err);
+}
+
+int cachy_rconn_call(cachy_store *s, struct rconn *c, int argc, const char **argv,
+                     const size_t *lens, int max_depth, size_t max_elems, cachy_resp **out,
+                     cachy_error *err)
+{
+    return call_on(s, c, argc, argv, lens, max_depth, max_elems, out, err);
+}
+
+int cachy_rconn_flush(cachy_store *s, struct rconn *c, cachy_slice prefix, cachy_error *err)
+{
+    return flush_on(s, c, prefix, err);
+}
+
+int cachy_rconn_set_args(cachy_slice key, cachy_slice val, int64_t ttl_ms, char ms[24],
+                         const char *argv[6], size_t lens[6])
+{
+    return set_args(key, val, ttl_ms, 0, ms, argv, lens);
+}
+
+void cachy_rconn_take_string(cachy_buf *out, cachy_resp *r) { take_string(out, r); }
 
 const cachy_store_ops cachy_redis_ops = {
     .name = "redis",

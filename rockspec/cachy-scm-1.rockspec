@@ -38,6 +38,8 @@ build = {
     ["cachy.tags"] = "lua/cachy/tags.lua",
     ["cachy.values"] = "lua/cachy/values.lua",
     ["cachy.resty.redis"] = "lua/cachy/resty/redis.lua",
+    ["cachy.resty.redis_cluster"] = "lua/cachy/resty/redis_cluster.lua",
+    ["cachy.resty.redis_sentinel"] = "lua/cachy/resty/redis_sentinel.lua",
     ["cachy.resty.socket"] = "lua/cachy/resty/socket.lua",
     ["cachy.resty.memcached"] = "lua/cachy/resty/memcached.lua",
     ["cachy.core"] = {
@@ -46,7 +48,7 @@ build = {
         "csrc/codec.c", "csrc/json.c", "csrc/manager.c", "csrc/drivers.c", "csrc/util.c",
         "csrc/hash.c", "csrc/store_memory.c", "csrc/store_null.c",
         "csrc/store_file.c", "csrc/store_redis.c", "csrc/store_memcached.c",
-        "csrc/redis_proto.c", "csrc/lcachy_redis.c", "csrc/memcached_wire.c",
+        "csrc/redis_proto.c", "csrc/redis_cluster.c", "csrc/redis_sentinel.c", "csrc/lcachy_redis.c", "csrc/lcachy_redis_cluster.c", "csrc/memcached_wire.c",
         "csrc/lcachy_memcached.c", "csrc/lcachy_lock.c",
         "csrc/envelope.c", "csrc/lcachy_envelope.c",
       },

@@ -341,6 +341,14 @@ describe("locks", function()
     lock_cases({ make = function(opts) return manager(config(), opts) end, shared = true, config = config })
   end)
 
+  describe("on a redis cluster", function()
+    local cluster
+    local function config() return { driver = "redis", cluster = cluster.seeds } end
+    lazy_setup(function() cluster = servers.cluster({ replicas = 0 }) end)
+    lazy_teardown(function() cluster.stop() end)
+    lock_cases({ make = function(opts) return manager(config(), opts) end, shared = true, config = config })
+  end)
+
   describe("on redis", function()
     local srv
     local function config() return { driver = "redis", port = srv.port } end

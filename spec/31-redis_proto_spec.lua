@@ -181,4 +181,67 @@ describe("redis protocol", function()
       assert.are.equal("xy", core.redis_reply_of("$2\r\nxy\r\n"))
     end)
   end)
+
+  describe("cluster", function()
+    it("puts keys in Redis Cluster's hash slots, {hash tags} included", function()
+      -- values from the Redis Cluster specification and CLUSTER KEYSLOT
+      assert.are.equal(12182, core.redis_slot("foo"))
+      assert.are.equal(5061, core.redis_slot("bar"))
+      assert.are.equal(866, core.redis_slot("hello"))
+      assert.are.equal(7365, core.redis_slot("c"))
+      assert.are.equal(0, core.redis_slot(""))
+      assert.are.equal(core.redis_slot("user1000"), core.redis_slot("{user1000}.following"))
+      assert.are.equal(core.redis_slot("user1000"), core.redis_slot("x{user1000}{y}"))
+      -- an empty tag, or none closed, hashes the whole key
+      assert.are_not.equal(core.redis_slot("{}"), core.redis_slot("{}x"))
+      assert.are.equal(core.redis_slot("a{b"), core.redis_slot("a{b"))
+      for i = 1, 500 do
+        local s = core.redis_slot("k" .. i .. "\0\255")
+        assert.is_true(s >= 0 and s < 16384)
+      end
+    end)
+
+    it("reads MOVED and ASK, IPv6 and an empty host included, and nothing else", function()
+      assert.are.same({ "MOVED", 3999, "127.0.0.1", 6381 }, { core.redis_redirect("MOVED 3999 127.0.0.1:6381") })
+      assert.are.same({ "ASK", 16383, "::1", 7000 }, { core.redis_redirect("ASK 16383 ::1:7000") })
+      assert.are.same({ "MOVED", 0, "", 7 }, { core.redis_redirect("MOVED 0 :7") })
+      for _, bad in ipairs({ "MOVED 16384 h:1", "MOVED x h:1", "MOVED 1 h:0", "MOVED 1 h:65536", "MOVED 1 h",
+                             "MOVED 1 h:1 extra", "ASK", "ERR MOVED 1 h:1", "CLUSTERDOWN The cluster is down", "" }) do
+        assert.is_nil(core.redis_redirect(bad), bad)
+      end
+    end)
+
+    it("reads a CLUSTER SLOTS reply into the slot map, and refuses other shapes", function()
+      local m = core.redis_slot_map()
+      assert.are.equal(1, m:add("seed", 1))
+      assert.is_nil(m:owner("foo"))
+      assert.is_true(m:read({
+        { 0, 5460, { "10.0.0.1", 7000, "id1" }, { "10.0.0.4", 7003, "id4" } },
+        { 5461, 10922, { "", 7001, "id2" } },                      -- empty: the node asked
+        { 10923, 16383, { "10.0.0.3", 7002, "id3", { "hostname", "c" } } },
+      }, "10.0.0.9"))
+      assert.are.same({ "10.0.0.3", 7002 }, { m:node(m:owner("foo")) })      -- slot 12182
+      assert.are.same({ "10.0.0.9", 7001 }, { m:node(m:owner("c")) })        -- slot 7365
+      assert.are.same({ "10.0.0.1", 7000 }, { m:node(m:owner("bar")) })      -- slot 5061
+      assert.are.equal(4, #m:masters() + 1)                                   -- the seed serves none
+      m:set(12182, m:add("10.0.0.1", 7000))
+      assert.are.same({ "10.0.0.1", 7000 }, { m:node(m:owner("foo")) })
+      for _, bad in ipairs({
+        "not an array",
+        { { 5, 1, { "h", 1 } } },
+        { { 0, 16384, { "h", 1 } } },
+        { { 0, 1, { "h", 0 } } },
+        { { 0, 1 } },
+        { { 0, 1, "h" } },
+      }) do
+        local ok, why = m:read(bad, "h")
+        assert.is_nil(ok)
+        assert.is_truthy(why:find("CLUSTER SLOTS: ", 1, true), why)
+      end
+      -- a refused reply leaves the map as it was
+      assert.are.same({ "10.0.0.1", 7000 }, { m:node(m:owner("foo")) })
+      assert.has_error(function() m:node(99) end)
+      assert.has_error(function() m:set(16384, 1) end)
+    end)
+  end)
 end)

@@ -85,16 +85,43 @@ local function check_wait(what, v)
   end
 end
 
+-- The redis store's `sentinel = { master = name, nodes = { "host:port", ... } }`,
+-- as the list { name, "host:port", ... } the driver reads.
+local function sentinel_list(name, v)
+  local where = "store '" .. name .. "' field 'sentinel'"
+  if type(v) ~= "table" then
+    fail("%s must be a table { master = name, nodes = { \"host:port\", ... } }, got %s", where, type(v))
+  end
+  for k in pairs(v) do
+    if k ~= "master" and k ~= "nodes" then fail("%s has no field '%s'", where, tostring(k)) end
+  end
+  if type(v.master) ~= "string" or v.master == "" then
+    fail("%s: 'master' must be the master's name, got %s", where, type(v.master))
+  end
+  if not has_type(v.nodes, "list") or #v.nodes == 0 then
+    fail("%s: 'nodes' must be a list of strings \"host:port\", at least one", where)
+  end
+  local list = { v.master }
+  for i, node in ipairs(v.nodes) do list[i + 1] = node end
+  check_bytes(where .. "%s", "", list)
+  return list
+end
+
 local function check_store(name, store)
   if type(store) ~= "table" then
     fail("store '%s' must be a table, got %s", name, type(store))
   end
   if store.driver == nil then fail("store '%s' field 'driver' is required", name) end
   local fields, required = core.driver_fields(type(store.driver) == "string" and store.driver or "")
+  local sentinel
+  if store.driver == "redis" and store.sentinel ~= nil then
+    sentinel = sentinel_list(name, store.sentinel)
+  end
   for field, value in pairs(store) do
     if type(field) ~= "string" then
       fail("store '%s' has a field named by a %s", name, type(field))
     end
+    if field == "sentinel" and sentinel then value = sentinel end
     local want = COMMON_FIELDS[field] or (fields and fields[field])
     if want == nil and fields then
       fail("store '%s' has no field '%s'", name, field)
@@ -111,6 +138,13 @@ local function check_store(name, store)
   end
   if fields and fields.transport then check_transport(name, store) end
   check_wait("store '" .. name .. "' field 'wait'", store.wait)
+  if sentinel then
+    local copy = {}
+    for k, v in pairs(store) do copy[k] = v end
+    copy.sentinel = sentinel
+    return copy
+  end
+  return store
 end
 
 local function validate(config)
@@ -135,14 +169,15 @@ local function validate(config)
   if config.stores == nil then
     out.stores = { memory = { driver = "memory" } }
   end
-  local count, only = 0, nil
+  local count, only, stores = 0, nil, {}
   for name, store in pairs(out.stores) do
     if type(name) ~= "string" or name == "" then
       fail("config.stores must be keyed by store names (strings)")
     end
-    check_store(name, store)
+    stores[name] = check_store(name, store)
     count, only = count + 1, name
   end
+  out.stores = stores
   if count == 0 then fail("config.stores is empty") end
   if out.default == nil then
     if count > 1 then fail("config.default is required when several stores are configured") end

@@ -101,4 +101,114 @@ function M.start_on(kind, args, port)
   error("could not start " .. kind .. " on port " .. port)
 end
 
+-- A Redis Cluster of `masters` masters with `replicas` replicas each (3 and
+-- 1 by default), formed by redis-cli --cluster create, every slot served:
+-- { nodes = { Server... }, seeds = { "127.0.0.1:PORT", ... }, stop = fn }.
+-- node_timeout: cluster-node-timeout in ms (how soon a dead master's
+-- replica takes over).
+function M.cluster(opts)
+  opts = opts or {}
+  local masters, replicas = opts.masters or 3, opts.replicas or 1
+  -- validity factor 0: a replica takes over however long since it heard
+  -- from its master (an idle test cluster's replicas may not have for a while)
+  local args = { "--cluster-node-timeout", tostring(opts.node_timeout or 2000),
+                 "--cluster-replica-validity-factor", "0" }
+  local c = { nodes = {}, seeds = {} }
+  function c.stop()
+    for _, node in ipairs(c.nodes) do node:stop("KILL") end
+  end
+  local ok, err = pcall(function()
+    for i = 1, masters * (1 + replicas) do
+      c.nodes[i] = M.start("redis-cluster", args)
+      c.seeds[i] = "127.0.0.1:" .. c.nodes[i].port
+    end
+    local out = sh(string.format("redis-cli --cluster create %s --cluster-replicas %d --cluster-yes 2>&1",
+      table.concat(c.seeds, " "), replicas))
+    if not out:find("All 16384 slots covered", 1, true) then
+      error("redis-cli --cluster create failed: " .. out)
+    end
+    M.wait_cluster(c)
+  end)
+  if not ok then
+    c.stop()
+    error(err, 0)
+  end
+  return c
+end
+
+-- A master and its replica watched by two Redis Sentinels, the master
+-- named "mymaster": { master = Server, replica = Server, sentinels =
+-- { Server, Server }, nodes = { "127.0.0.1:PORT", ... } (the sentinels),
+-- stop = fn }. Ready once both sentinels know the replica.
+function M.sentinel_group()
+  local g = { sentinels = {}, nodes = {} }
+  local all = {}
+  function g.stop()
+    for _, s in ipairs(all) do s:stop("KILL") end
+  end
+  local ok, err = pcall(function()
+    -- their own data files: a replica's sync writes one, which must not
+    -- reach another spec's server
+    local tag = os.time() .. "-" .. math.random(1e9)
+    g.master = M.start("redis", { "--dbfilename", "sentinel-master-" .. tag .. ".rdb",
+                                  "--repl-diskless-sync-delay", "0" })
+    all[#all + 1] = g.master
+    g.replica = M.start("redis", { "--dbfilename", "sentinel-replica-" .. tag .. ".rdb",
+                                   "--replicaof", "127.0.0.1", tostring(g.master.port) })
+    all[#all + 1] = g.replica
+    for i = 1, 2 do
+      g.sentinels[i] = M.start("sentinel", { "mymaster", tostring(g.master.port), "1" })
+      all[#all + 1] = g.sentinels[i]
+      g.nodes[i] = "127.0.0.1:" .. g.sentinels[i].port
+    end
+    M.wait_sentinels(g, 30)
+  end)
+  if not ok then
+    g.stop()
+    error(err, 0)
+  end
+  return g
+end
+
+-- Waits until every live sentinel names the master (want_port, by
+-- default the group's) and knows its replica, and the replica's link to
+-- the master is up.
+function M.wait_sentinels(g, seconds, want_port)
+  local deadline = os.time() + (seconds or 30)
+  want_port = want_port or g.master.port
+  repeat
+    local all = sh(string.format("redis-cli -p %d info replication 2>&1", g.replica.port))
+      :find("master_link_status:up", 1, true) ~= nil
+    for _, s in ipairs(g.sentinels) do
+      local addr = sh(string.format("redis-cli -p %d sentinel get-master-addr-by-name mymaster 2>&1", s.port))
+      local replicas = sh(string.format("redis-cli -p %d sentinel replicas mymaster 2>&1", s.port))
+      if tonumber(addr:match("\n(%d+)")) ~= want_port or not replicas:find(tostring(g.replica.port), 1, true) then
+        all = false
+        break
+      end
+    end
+    if all then return end
+    os.execute("sleep 0.1")
+  until os.time() > deadline
+  error("the sentinels did not settle")
+end
+
+-- Waits until every live node of the cluster says cluster_state:ok and
+-- knows a master for every slot. fn (optional) must hold as well.
+function M.wait_cluster(c, seconds, fn)
+  local deadline = os.time() + (seconds or 30)
+  repeat
+    local all = true
+    for _, node in ipairs(c.nodes) do
+      if not gone(node.pid) then
+        local info = sh(string.format("redis-cli -p %d cluster info 2>&1", node.port))
+        if not info:find("cluster_state:ok", 1, true) then all = false break end
+      end
+    end
+    if all and (fn == nil or fn()) then return end
+    os.execute("sleep 0.1")
+  until os.time() > deadline
+  error("the cluster did not settle")
+end
+
 return M

@@ -3,7 +3,8 @@
 -- driver, twice: transport "cosocket" in the content phase, and transport
 -- "auto" in an ngx.timer (started by the request, which waits for it);
 -- and on the built-in memcached driver over cosockets, with one server
--- and with three.
+-- and with three; and on a Redis Cluster (3 masters) and behind Redis
+-- Sentinel, over cosockets.
 -- Each of the suite's cases becomes one case of spec/nginx/cases.lua, so
 -- one request runs one case. A pending case returns its reason, which the
 -- runner reports as "# SKIP".
@@ -22,6 +23,30 @@ local function collect(label, transport)
     require("behaviour")(label, {
       config = function()
         return { driver = "redis", port = M.redis_port(), transport = transport }
+      end,
+    })
+  end)
+end
+
+-- The redis store's suite on the cluster spec/nginx/run formed.
+local function collect_cluster(label)
+  return shim.collect(function()
+    require("behaviour")(label, {
+      config = function()
+        return { driver = "redis", cluster = assert(M.cluster, "behaviour_cases.cluster is not set"),
+                 transport = "cosocket" }
+      end,
+    })
+  end)
+end
+
+-- The redis store's suite behind the sentinels spec/nginx/run started.
+local function collect_sentinel(label)
+  return shim.collect(function()
+    require("behaviour")(label, {
+      config = function()
+        return { driver = "redis", transport = "cosocket", sentinel = {
+          master = "mymaster", nodes = assert(M.sentinels, "behaviour_cases.sentinels is not set") } }
       end,
     })
   end)
@@ -87,6 +112,15 @@ function M.add(case)
   for _, count in ipairs({ 1, 3 }) do
     for _, c in ipairs(collect_mc("memcached over cosockets (" .. count .. ")", "cosocket", count)) do
       case("behaviour (memcached, " .. count .. " server" .. (count > 1 and "s" or "") .. ", cosocket): " .. c.name, function()
+        if c.pending then return c.pending end
+        local why = c.run()
+        if why then error(why, 0) end
+      end)
+    end
+  end
+  for _, suite in ipairs({ { "redis cluster", collect_cluster }, { "redis sentinel", collect_sentinel } }) do
+    for _, c in ipairs(suite[2](suite[1] .. " over cosockets")) do
+      case("behaviour (" .. suite[1] .. ", cosocket): " .. c.name, function()
         if c.pending then return c.pending end
         local why = c.run()
         if why then error(why, 0) end

@@ -723,6 +723,100 @@ end
 
 behaviour_cases.add(case)
 
+-- ---- Redis Cluster over cosockets (cachy.resty.redis_cluster) ---------------
+
+local core = require("cachy.core")
+
+local function cluster_ports()
+  local out = {}
+  for i, seed in ipairs(behaviour_cases.cluster) do out[i] = tonumber(seed:match(":(%d+)$")) end
+  return out
+end
+
+-- One command to cluster node port: the reply, or nil, err (a failure,
+-- or MOVED from a node that does not serve the key).
+local function node(p, ...)
+  return resp.command("127.0.0.1", p, ...)
+end
+
+-- The node (port) that holds key: the one that answers EXISTS with 1.
+local function holder(key)
+  local found
+  for _, p in ipairs(cluster_ports()) do
+    if node(p, "EXISTS", key) == 1 then
+      check(found == nil, "key %s on two nodes", key)
+      found = p
+    end
+  end
+  return found
+end
+
+local function cluster_cache(fields)
+  local store = { driver = "redis", cluster = behaviour_cases.cluster, transport = "cosocket" }
+  for k, v in pairs(fields or {}) do store[k] = v end
+  return cachy.new({ stores = { main = store } })
+end
+
+case("redis cluster (cosocket): each key on one master, every master used; the blocking driver reads them", function()
+  local cache, blocking = cluster_cache(), cluster_cache({ transport = "blocking" })
+  eq(transport_of(cache), "cosocket", "transport")
+  local per = {}
+  for i = 1, 60 do
+    check(cache:put("ck" .. i, "v" .. i, 60) == true, "put %d", i)
+    local p = holder("ck" .. i)
+    check(p ~= nil, "key ck%d on no node", i)
+    per[p] = (per[p] or 0) + 1
+    eq(blocking:get("ck" .. i), "v" .. i, "the blocking driver's read of ck" .. i)
+  end
+  for _, p in ipairs(cluster_ports()) do check((per[p] or 0) > 0, "node %d holds no key", p) end
+  local got = cache:many({ "ck1", "ck2", "ck3", "nope" })
+  eq(got, { ck1 = "v1", ck2 = "v2", ck3 = "v3" }, "many")
+  check(cache:flush() == true, "flush")
+  for _, p in ipairs(cluster_ports()) do eq(node(p, "DBSIZE"), 0, "keys left on " .. p) end
+end)
+
+case("redis cluster and sentinel (cosocket): locks, one owner at a time, released by its owner only", function()
+  local sentinel = { driver = "redis", transport = "cosocket",
+                     sentinel = { master = "mymaster", nodes = behaviour_cases.sentinels } }
+  for _, make in ipairs({ cluster_cache, function() return cachy.new({ stores = { main = sentinel } }) end }) do
+    local a, b = make(), make()
+    eq(transport_of(a), "cosocket", "transport")
+    local la, lb = a:lock("nginx-lock", 5), b:lock("nginx-lock", 5)
+    eq(la:get(), true, "a gets it")
+    eq(lb:get(), false, "b does not")
+    eq(lb:release(), false, "b cannot release it")
+    eq(la:refresh(5), true, "a refreshes it")
+    eq(la:release(), true, "a releases it")
+    eq(lb:get(), true, "then b gets it")
+    eq(lb:release(), true, "b releases it")
+  end
+end)
+
+case("redis cluster (cosocket): ASK while a slot migrates, then MOVED once it has", function()
+  local cache = cluster_cache()
+  local ports, ids = cluster_ports(), {}
+  for _, p in ipairs(ports) do ids[p] = node(p, "CLUSTER", "MYID") end
+  check(cache:put("{nmv}a", "old a") == true and cache:put("{nmv}b", "b") == true, "puts")
+  local slot = core.redis_slot("{nmv}a")
+  local from = holder("{nmv}a")
+  local to = ports[1] == from and ports[2] or ports[1]
+  eq(node(to, "CLUSTER", "SETSLOT", tostring(slot), "IMPORTING", ids[from]), "OK", "IMPORTING")
+  eq(node(from, "CLUSTER", "SETSLOT", tostring(slot), "MIGRATING", ids[to]), "OK", "MIGRATING")
+  eq(node(from, "MIGRATE", "127.0.0.1", tostring(to), "", "0", "5000", "KEYS", "{nmv}a"), "OK", "MIGRATE a")
+  eq(cache:get("{nmv}a"), "old a", "get a (ASK)")
+  check(cache:put("{nmv}a", "new a") == true, "put a (ASK)")
+  eq(cache:get("{nmv}b"), "b", "get b (still on the old node)")
+  eq(cache:many({ "{nmv}a", "{nmv}b" }), { ["{nmv}a"] = "new a", ["{nmv}b"] = "b" }, "many")
+  eq(node(from, "MIGRATE", "127.0.0.1", tostring(to), "", "0", "5000", "KEYS", "{nmv}b"), "OK", "MIGRATE b")
+  for _, p in ipairs(ports) do
+    eq(node(p, "CLUSTER", "SETSLOT", tostring(slot), "NODE", ids[to]), "OK", "SETSLOT NODE on " .. p)
+  end
+  eq(cache:get("{nmv}b"), "b", "get b (MOVED)")
+  check(cache:put("{nmv}c", "c") == true, "put c")
+  eq(holder("{nmv}c"), to, "where c went")
+  eq(cache:increment("{nmv}n", 4), 4, "increment")
+end)
+
 -- Interop with plain Lua (spec/nginx/run): /?interop=put writes a value on
 -- a cosocket for lua5.4 to read through the blocking driver; /?interop=get
 -- reads the one lua5.4 wrote. Both under the prefix "interop:".
@@ -838,5 +932,91 @@ function M.concurrent(i, run)
   end
   return string.format("%d %s %d", i, tostring(v.i), state.most)
 end
+
+-- A master of the second cluster (3 masters, 3 replicas, node timeout 1 s)
+-- killed with SIGKILL under a loop of puts and gets over cosockets: calls
+-- succeed again within cluster-node-timeout + 3 s, no wrong value.
+case("redis cluster (cosocket): a master SIGKILLed, calls succeed again within node timeout + 3 s, no wrong value", function()
+  local nodes, seeds, victim = behaviour_cases.fcluster, {}, nil
+  for i, nd in ipairs(nodes) do
+    seeds[i] = "127.0.0.1:" .. nd.port
+    local role = node(nd.port, "ROLE")
+    if not victim and type(role) == "table" and role[1] == "master" then victim = nd end
+  end
+  check(victim, "no master among the nodes")
+  local cache = cachy.new({ stores = { main = { driver = "redis", transport = "cosocket", cluster = seeds } } })
+  local written, wrong = {}, 0
+  for i = 1, 300 do
+    check(cache:put("cf" .. i, "v" .. i .. " 0") == true, "put %d before the kill", i)
+    written["cf" .. i] = { ["v" .. i .. " 0"] = true }
+  end
+  ngx.sleep(0.3)
+  os.execute("kill -9 " .. victim.pid)
+  ngx.update_time()
+  local killed, last_error, round, clean = ngx.now(), nil, 0, false
+  repeat
+    round, clean = round + 1, true
+    for i = 1, 300 do
+      local key, value = "cf" .. i, "v" .. i .. " " .. round
+      written[key][value] = true
+      local ok, err = cache:put(key, value)
+      local got
+      if ok then got, err = cache:get(key) end
+      if not ok or (got == nil and err) then
+        check(type(err) == "string", "an error as nil, err")
+        ngx.update_time()
+        last_error, clean = ngx.now(), false
+      elseif got ~= nil and not written[key][got] then
+        wrong = wrong + 1
+      end
+    end
+    if not clean then ngx.sleep(0.05) end
+    ngx.update_time()
+  until clean or ngx.now() - killed > 20
+  check(clean, "no clean pass within 20 s")
+  eq(wrong, 0, "wrong values")
+  local back = (last_error or killed) - killed
+  check(back < 1 + 3, "errors until %.2f s after the kill", back)
+end)
+
+-- Last, as it ends the sentinels' master: killed with SIGKILL under a loop
+-- of puts and gets over cosockets; calls succeed again on the promoted
+-- replica within 10 s, and no read returns a value never written.
+case("redis sentinel (cosocket): the master SIGKILLed, calls reach the promoted replica within 10 s, no wrong value", function()
+  local cache = cachy.new({ stores = { main = { driver = "redis", transport = "cosocket",
+    sentinel = { master = "mymaster", nodes = behaviour_cases.sentinels } } } })
+  local written, wrong = {}, 0
+  for i = 1, 100 do
+    check(cache:put("sf" .. i, "v" .. i .. " 0") == true, "put %d before the kill", i)
+    written["sf" .. i] = { ["v" .. i .. " 0"] = true }
+  end
+  ngx.sleep(0.3)
+  os.execute("kill -9 " .. assert(behaviour_cases.sentinel_master_pid))
+  ngx.update_time()
+  local killed, last_error, round, clean = ngx.now(), nil, 0, false
+  repeat
+    round, clean = round + 1, true
+    for i = 1, 100 do
+      local key, value = "sf" .. i, "v" .. i .. " " .. round
+      written[key][value] = true
+      local ok, err = cache:put(key, value)
+      local got
+      if ok then got, err = cache:get(key) end
+      if not ok or (got == nil and err) then
+        check(type(err) == "string", "an error as nil, err")
+        ngx.update_time()
+        last_error, clean = ngx.now(), false
+      elseif got ~= nil and not written[key][got] then
+        wrong = wrong + 1
+      end
+    end
+    if not clean then ngx.sleep(0.05) end
+    ngx.update_time()
+  until clean or ngx.now() - killed > 20
+  check(clean, "no clean pass within 20 s")
+  eq(wrong, 0, "wrong values")
+  local back = (last_error or killed) - killed
+  check(back < 10, "errors until %.2f s after the kill", back)
+end)
 
 return M

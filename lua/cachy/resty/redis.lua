@@ -274,12 +274,21 @@ local function connect(self)
   return sock
 end
 
--- One command, one reply: the reply, or nil, err, code.
+local ASKING = redis_command("ASKING")
+
+-- One command, one reply: the reply, or nil, err, code. A store marked
+-- `asking` (cachy.resty.redis_cluster, following an ASK redirection) sends
+-- ASKING first, on the same connection.
 local function call(self, bytes, depth, elems)
   local sock, err, code = connect(self)
   if not sock then return nil, err, code end
   local v
-  v, err, code = round_trip(self, sock, bytes, 1, depth or 0, elems or 0)
+  if self.asking then
+    v, err, code = round_trip(self, sock, ASKING .. bytes, 2, depth or 0, elems or 0)
+    v = v and v[2]
+  else
+    v, err, code = round_trip(self, sock, bytes, 1, depth or 0, elems or 0)
+  end
   if v == nil then return nil, err, code end
   release(self, sock)
   return v
@@ -492,6 +501,22 @@ end
 -- Pooled connections belong to nginx's worker; nothing to close here.
 function Store:close() end
 
+-- count pipelined commands' replies (a list), on one connection of the
+-- store; nil, err, code when the connection failed. For
+-- cachy.resty.redis_cluster.
+function M.pipeline(self, bytes, count, depth, elems)
+  local sock, err, code = connect(self)
+  if not sock then return nil, err, code end
+  local v
+  v, err, code = round_trip(self, sock, bytes, count, depth or 0, elems or 0)
+  if v == nil then return nil, err, code end
+  release(self, sock)
+  if count == 1 then v = { v } end
+  return v
+end
+M.bad_reply, M.set_command, M.match_pattern = bad_reply, set_command, match_pattern
+M.SCAN_COUNT, M.SCAN_MAX_KEYS = SCAN_COUNT, SCAN_MAX_KEYS
+
 -- ---- the dispatcher ----------------------------------------------------------
 
 -- The store a repository uses for a redis store inside nginx with
@@ -505,6 +530,11 @@ local Dispatch = {}
 Dispatch.__index = Dispatch
 
 function M.dispatcher(name, prefix, config, blocking, cosocket)
+  if cosocket == nil and config.cluster then
+    cosocket = require("cachy.resty.redis_cluster").new(name, prefix, config)
+  elseif cosocket == nil and config.sentinel then
+    cosocket = require("cachy.resty.redis_sentinel").new(name, prefix, config)
+  end
   return setmetatable({
     cosocket = cosocket or M.new(name, prefix, config),
     blocking = blocking,
