@@ -130,7 +130,7 @@ stampede: deps all luajit
 # yield on cosockets, inside one worker) and spec/nginx/stall (a stopped
 # redis-server does not stall the worker). Each ends with "N passed, N failed".
 openresty: deps luajit
-	@st=0; examples/openresty/run || st=1; spec/nginx/run || st=1; spec/nginx/stall || st=1; exit $$st
+	@st=0; examples/openresty/run || st=1; spec/nginx/run || st=1; spec/nginx/workers || st=1; spec/nginx/stall || st=1; exit $$st
 
 install: all
 	install -d $(DESTDIR)$(INST_LIBDIR)/cachy $(DESTDIR)$(INST_LUADIR)/cachy

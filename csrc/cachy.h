@@ -160,6 +160,8 @@ int cachy_touch_if(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl
                    cachy_error *err);                                                  /* 1 extended, 0 not held, -1 */
 int cachy_stats_of(cachy_store *s, cachy_stats *out, cachy_error *err);                /* 0, -1 (driver has none: EMISUSE) */
 int cachy_prune(cachy_store *s, cachy_error *err);                                     /* 0, -1 (driver has none: EMISUSE) */
+/* The lifetime key has left in *ms_left (0 = no expiry). */
+int cachy_ttl(cachy_store *s, cachy_slice key, int64_t *ms_left, cachy_error *err);    /* 1, 0 missing, -1 (driver cannot tell: EMISUSE) */
 
 /* ---- helpers for drivers ----------------------------------------------- */
 

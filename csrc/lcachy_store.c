@@ -291,6 +291,21 @@ static int h_prune(lua_State *L)
     return 1;
 }
 
+/* h:ttl(key) -> milliseconds left (0: no expiry), or nothing for a miss. */
+static int h_ttl(lua_State *L)
+{
+    lc_handle *h = lc_check_handle(L, 1);
+    cachy_error err;
+    int64_t ms = 0;
+    int rc = cachy_ttl(h->store, arg_bytes(L, 2), &ms, &err);
+    if (rc < 0)
+        return lc_fail(L, &err);
+    if (rc == 0)
+        return 0;
+    cachy_pushinteger(L, ms);
+    return 1;
+}
+
 /* "store 'main' (redis 127.0.0.1:6379)": how messages made in Lua begin. */
 static int h_describe(lua_State *L)
 {
@@ -398,6 +413,7 @@ static const luaL_Reg handle_methods[] = {
     { "put_many", h_put_many },
     { "stats", h_stats },
     { "prune", h_prune },
+    { "ttl", h_ttl },
     { "describe", h_describe },
     { "close", h_close },
     { NULL, NULL },

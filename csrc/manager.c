@@ -349,3 +349,14 @@ int cachy_prune(cachy_store *s, cachy_error *err)
     }
     return after(s, s->ops->prune(s, err), err);
 }
+
+int cachy_ttl(cachy_store *s, cachy_slice key, int64_t *ms_left, cachy_error *err)
+{
+    PREPARE(s, key, fk, err);
+    if (s->ops->ttl == NULL) {
+        cachy_error_set(err, s, CACHY_EMISUSE, "the %s driver cannot tell a key's lifetime",
+                        s->ops->name);
+        return -1;
+    }
+    return after(s, s->ops->ttl(s, fk, ms_left, err), err);
+}

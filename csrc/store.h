@@ -62,6 +62,10 @@ struct cachy_store_ops {
     /* Optional. Fields the driver cannot know are -1. 0 ok, -1 error. */
     int (*stats)(cachy_store *s, cachy_stats *out, cachy_error *err);
 
+    /* Optional (NULL: the driver cannot tell). The lifetime key has left:
+     * 1 found (*ms_left set, 0 = no expiry), 0 missing, -1 error. */
+    int (*ttl)(cachy_store *s, cachy_slice key, int64_t *ms_left, cachy_error *err);
+
     /* Optional. Remove expired items now. 0 ok, -1 error. */
     int (*prune)(cachy_store *s, cachy_error *err);
 

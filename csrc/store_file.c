@@ -831,6 +831,28 @@ static int file_get(cachy_store *s, cachy_slice key, cachy_buf *out, cachy_error
     return st == LIVE ? 1 : st < 0 ? -1 : 0;
 }
 
+/* The lifetime a live entry has left (expiries are wall-clock ms); the
+ * entry is read whole into the scratch buffer, its checksum checked. */
+static int file_ttl(cachy_store *s, cachy_slice key, int64_t *ms_left, cachy_error *err)
+{
+    file_store *f = s->impl;
+    char hex[HEX_LEN + 1];
+    entry e;
+    int st;
+
+    cachy_hash128_hex(key.ptr, key.len, hex);
+    st = entry_read(s, f, AT_FDCWD, hex, key, &f->io, &e, err);
+    if (st == LIVE) {
+        int64_t left = e.expiry - cachy_now_ms();
+        *ms_left = e.expiry == 0 ? 0 : left > 0 ? left : 1;
+    } else if (st == STALE) {
+        remove_stale(s, f, hex, &e);
+    }
+    if (e.fd >= 0)
+        close(e.fd);
+    return st == LIVE ? 1 : st < 0 ? -1 : 0;
+}
+
 static int file_put(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_ms,
                     cachy_error *err)
 {
@@ -1226,6 +1248,7 @@ const cachy_store_ops cachy_file_ops = {
     .forget = file_forget,
     .incr = file_incr,
     .flush = file_flush,
+    .ttl = file_ttl,
     .forget_if = file_forget_if,
     .touch_if = file_touch_if,
     .prune = file_prune,

@@ -456,6 +456,19 @@ static int memory_get(cachy_store *s, cachy_slice key, cachy_buf *out, cachy_err
     return 1;
 }
 
+/* Not a read: no hit or miss is counted, the LRU order is kept. */
+static int memory_ttl(cachy_store *s, cachy_slice key, int64_t *ms_left, cachy_error *err)
+{
+    mem *m = s->impl;
+    int64_t now = clock_for(m, 0);
+    item *it = *lookup(m, key, hash_key(key), now);
+    (void)err;
+    if (it == NULL)
+        return 0;
+    *ms_left = it->expires == 0 ? 0 : it->expires - now;
+    return 1;
+}
+
 static int memory_put(cachy_store *s, cachy_slice key, cachy_slice val, int64_t ttl_ms,
                       cachy_error *err)
 {
@@ -690,6 +703,7 @@ const cachy_store_ops cachy_memory_ops = {
     .forget_if = memory_forget_if,
     .touch_if = memory_touch_if,
     .stats = memory_stats,
+    .ttl = memory_ttl,
     .prune = memory_prune,
     .close = memory_close,
 };

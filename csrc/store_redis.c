@@ -689,6 +689,25 @@ static int redis_forget(cachy_store *s, cachy_slice key, cachy_error *err)
     return rc;
 }
 
+/* PTTL: -2 missing, -1 no expiry. */
+static int redis_ttl(cachy_store *s, cachy_slice key, int64_t *ms_left, cachy_error *err)
+{
+    const char *argv[2] = { "PTTL", key.ptr };
+    size_t lens[2] = { 4, key.len };
+    cachy_resp *r;
+    int rc = 1;
+    if (call(s, 2, argv, lens, 0, 0, &r, err) != 0)
+        return -1;
+    if (r->type != REDIS_REPLY_INTEGER)
+        rc = bad_reply(s, "PTTL", r, err);
+    else if (r->integer == -2)
+        rc = 0;
+    else
+        *ms_left = r->integer < 0 ? 0 : r->integer > 0 ? r->integer : 1;
+    cachy_resp_free(r);
+    return rc;
+}
+
 static int error_is(const cachy_resp *r, const char *text)
 {
     return r->type == REDIS_REPLY_ERROR && strstr(r->str, text) != NULL;
@@ -1058,6 +1077,7 @@ const cachy_store_ops cachy_redis_ops = {
     .flush = redis_flush,
     .many = redis_many,
     .put_many = redis_put_many,
+    .ttl = redis_ttl,
     .forget_if = redis_forget_if,
     .touch_if = redis_touch_if,
     .close = redis_close,

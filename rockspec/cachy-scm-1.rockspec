@@ -37,11 +37,14 @@ build = {
     ["cachy.repository"] = "lua/cachy/repository.lua",
     ["cachy.tags"] = "lua/cachy/tags.lua",
     ["cachy.values"] = "lua/cachy/values.lua",
+    ["cachy.tiered"] = "lua/cachy/tiered.lua",
     ["cachy.resty.redis"] = "lua/cachy/resty/redis.lua",
     ["cachy.resty.redis_cluster"] = "lua/cachy/resty/redis_cluster.lua",
     ["cachy.resty.redis_sentinel"] = "lua/cachy/resty/redis_sentinel.lua",
     ["cachy.resty.socket"] = "lua/cachy/resty/socket.lua",
     ["cachy.resty.memcached"] = "lua/cachy/resty/memcached.lua",
+    ["cachy.resty.shdict"] = "lua/cachy/resty/shdict.lua",
+    ["cachy.resty.events"] = "lua/cachy/resty/events.lua",
     ["cachy.core"] = {
       sources = {
         "csrc/lcachy.c", "csrc/lcachy_store.c", "csrc/lcachy_fast.c", "csrc/lcachy_ttl.c",

@@ -407,6 +407,40 @@ describe("locks", function()
     end)
   end)
 
+  describe("on a tiered store { memory, redis }", function()
+    local srv
+    lazy_setup(function() srv = servers.start("redis") end)
+    lazy_teardown(function() srv:stop() end)
+    local function make(opts)
+      opts = opts or {}
+      return cachy.new({
+        prefix = "locks:", default = "main", sleep = opts.sleep,
+        stores = {
+          main = { driver = "tiered", levels = { "memory", "redis" }, sleep = opts.store_sleep },
+          memory = { driver = "memory" },
+          redis = { driver = "redis", port = srv.port },
+        },
+      })
+    end
+    lock_cases({ make = make })
+
+    it("keeps the lock at the last level, and no copy of it above after a release", function()
+      local cache = make()
+      local name = fresh("tiered")
+      local lock = cache:lock(name, 10)
+      assert.are.equal(true, lock:get())
+      local key = "cachy:lock:" .. name
+      assert.are.equal(lock:owner(), cache:store("redis"):_store():get(key))
+      assert.are.equal(lock:owner(), cache:store("main"):_store():get(key))      -- copied up
+      assert.are.equal(lock:owner(), cache:store("memory"):_store():get(key))
+      assert.are.equal(true, lock:refresh(5))
+      assert.is_nil(cache:store("memory"):_store():get(key))
+      assert.are.equal(true, lock:release())
+      assert.is_nil(cache:store("redis"):_store():get(key))
+      assert.is_nil(cache:store("memory"):_store():get(key))
+    end)
+  end)
+
   for _, with in ipairs({ true, false }) do
     describe("on a store written in Lua " .. (with and "with" or "without") .. " forget_if", function()
       local backend = luastore.new({ locks = with })

@@ -21,6 +21,13 @@ COMMON_FIELDS.lock, COMMON_FIELDS.wait, COMMON_FIELDS.defer = "boolean", "number
 
 local TRANSPORTS = { auto = true, cosocket = true, blocking = true }
 
+-- The drivers written in Lua that come with cachy: their fields, and
+-- which are required.
+local LUA_DRIVERS = {
+  shdict = { { dict = "string" }, { dict = true } },
+  tiered = { { levels = "list", max_stale = "number", events = "string" }, { levels = true } },
+}
+
 local function fail(fmt, ...)
   error("cachy.new: " .. string.format(fmt, ...), 0)
 end
@@ -112,7 +119,12 @@ local function check_store(name, store)
     fail("store '%s' must be a table, got %s", name, type(store))
   end
   if store.driver == nil then fail("store '%s' field 'driver' is required", name) end
-  local fields, required = core.driver_fields(type(store.driver) == "string" and store.driver or "")
+  local fields, required
+  if LUA_DRIVERS[store.driver] then
+    fields, required = LUA_DRIVERS[store.driver][1], LUA_DRIVERS[store.driver][2]
+  else
+    fields, required = core.driver_fields(type(store.driver) == "string" and store.driver or "")
+  end
   local sentinel
   if store.driver == "redis" and store.sentinel ~= nil then
     sentinel = sentinel_list(name, store.sentinel)
@@ -147,6 +159,35 @@ local function check_store(name, store)
   return store
 end
 
+-- A tiered store's levels: other stores of this config, at least two,
+-- none twice, none tiered; one serializer for all (they share bytes), and
+-- no prefix of its own (a level's copy is under the level's prefix).
+local function check_tiered(name, store, config)
+  local levels = store.levels
+  if #levels < 2 then fail("store '%s' field 'levels' must name at least two stores", name) end
+  if store.prefix ~= nil then
+    fail("store '%s' field 'prefix': a tiered store has no prefix of its own (each level's applies)", name)
+  end
+  if store.max_stale ~= nil and not (store.max_stale > 0 and store.max_stale <= 86400 * 365) then
+    fail("store '%s' field 'max_stale' must be a number of seconds above 0", name)
+  end
+  local seen = {}
+  local ser = store.serializer or config.serializer or "msgpack"
+  for i, level in ipairs(levels) do
+    local lstore = config.stores[level]
+    if lstore == nil then fail("store '%s' field 'levels[%d]' names store '%s', which is not defined", name, i, level) end
+    if level == name or lstore.driver == "tiered" then
+      fail("store '%s' field 'levels[%d]' names a tiered store ('%s')", name, i, level)
+    end
+    if seen[level] then fail("store '%s' field 'levels' names store '%s' twice", name, level) end
+    seen[level] = true
+    local lser = lstore.serializer or config.serializer or "msgpack"
+    if lser ~= ser then
+      fail("store '%s' level '%s' has serializer '%s', the tiered store '%s': they must be the same", name, level, lser, ser)
+    end
+  end
+end
+
 local function validate(config)
   if config == nil then
     return { default = "memory", stores = { memory = { driver = "memory" } } }
@@ -179,6 +220,9 @@ local function validate(config)
   end
   out.stores = stores
   if count == 0 then fail("config.stores is empty") end
+  for name, store in pairs(out.stores) do
+    if store.driver == "tiered" then check_tiered(name, store, out) end
+  end
   if out.default == nil then
     if count > 1 then fail("config.default is required when several stores are configured") end
     out.default = only

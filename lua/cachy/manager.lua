@@ -108,11 +108,17 @@ function M.new(config, serializers)
     mgr._repos[name] = repository.new(ms, name, store_config)
   end
   mgr._repo = mgr._repos[config.default]
+  ms.repos = mgr._repos      -- a tiered store's levels
   -- A C store's fast methods go into its repository and, for the default
   -- store, into the manager, once the store is opened.
   function ms.bind(repo, fast)
     repository.install(repo, fast)
     if repo == mgr._repo then repository.install(mgr, fast) end
+  end
+  -- (a tiered store's get: see cachy.tiered's fast_get)
+  function ms.bind_get(repo, get)
+    repo.get = get
+    if repo == mgr._repo then mgr.get = get end
   end
   return setmetatable(mgr, Manager)
 end

@@ -64,6 +64,9 @@ local function cosockets_wanted(config)
     and type(ngx.socket) == "table" and config.transport ~= "blocking"
 end
 
+-- Drivers written in Lua that come with cachy (SPEC section 11).
+local LUA_DRIVERS = { shdict = "cachy.resty.shdict", tiered = "cachy.tiered" }
+
 -- Resolves the driver on first use (extend may come after new): a
 -- registered Lua driver, else a built-in one. Raises for neither.
 function Repository:_store()
@@ -77,6 +80,10 @@ function Repository:_store()
   local bind = factory == nil
   if factory then
     st = luastore.new(name, driver, prefix, config, factory)
+  elseif LUA_DRIVERS[driver] then
+    local mod = require(LUA_DRIVERS[driver])
+    if driver == "tiered" then st = mod.new(name, config, ms) else st = mod.new(name, prefix, config) end
+    bind = false
   else
     st = core.open(name, driver, prefix, config)
     if st == nil then
@@ -99,6 +106,9 @@ function Repository:_store()
   base._st = st
   if bind and sname == "msgpack" then
     ms.bind(base, core.bind(st, ms.default_ms))
+  elseif st.fast_get then       -- a tiered store's first-level hits
+    local get = st:fast_get(Repository.get)
+    if get then ms.bind_get(base, get) end
   end
   return st
 end

@@ -75,6 +75,30 @@ local function collect_mc(label, transport, count)
   end)
 end
 
+-- The shdict store's suite, and the tiered store's over memory, shdict
+-- and redis (the manager's stores: the suite's "main" is the tiered one).
+local function collect_shared()
+  local shdict = shim.collect(function()
+    require("behaviour")("shdict", {
+      config = function() return { driver = "shdict", dict = "cachy_spec" } end,
+    })
+  end)
+  local tiered = shim.collect(function()
+    require("behaviour")("tiered", {
+      config = function() return { driver = "tiered", levels = { "l1", "l2", "l3" }, max_stale = 60 } end,
+      manager_config = {
+        stores = {
+          main = { driver = "tiered", levels = { "l1", "l2", "l3" }, max_stale = 60 },
+          l1 = { driver = "memory" },
+          l2 = { driver = "shdict", dict = "cachy_spec" },
+          l3 = { driver = "redis", port = M.redis_port() },
+        },
+      },
+    })
+  end)
+  return shdict, tiered
+end
+
 -- Runs fn in a timer (phase "timer") and waits for it: fn's result, or
 -- raises with why it did not finish.
 local function in_timer(fn, limit)
@@ -100,40 +124,32 @@ local function in_timer(fn, limit)
 end
 M.in_timer = in_timer
 
+-- Adds each collected case as case(label .. name), run in the request
+-- (or by `runner`, e.g. in_timer).
+local function add_all(case, label, list, runner)
+  for _, c in ipairs(list) do
+    case(label .. c.name, function()
+      if c.pending then return c.pending end
+      local why = (runner or function(run) return run() end)(c.run)
+      if why then error(why, 0) end
+    end)
+  end
+end
+
 -- Adds the suite's cases through case(name, fn) (cases.lua's).
 function M.add(case)
-  for _, c in ipairs(collect("redis over cosockets", "cosocket")) do
-    case("behaviour (cosocket, content phase): " .. c.name, function()
-      if c.pending then return c.pending end
-      local why = c.run()
-      if why then error(why, 0) end
-    end)
-  end
+  add_all(case, "behaviour (cosocket, content phase): ", collect("redis over cosockets", "cosocket"))
   for _, count in ipairs({ 1, 3 }) do
-    for _, c in ipairs(collect_mc("memcached over cosockets (" .. count .. ")", "cosocket", count)) do
-      case("behaviour (memcached, " .. count .. " server" .. (count > 1 and "s" or "") .. ", cosocket): " .. c.name, function()
-        if c.pending then return c.pending end
-        local why = c.run()
-        if why then error(why, 0) end
-      end)
-    end
+    add_all(case, "behaviour (memcached, " .. count .. " server" .. (count > 1 and "s" or "") .. ", cosocket): ",
+      collect_mc("memcached over cosockets (" .. count .. ")", "cosocket", count))
   end
   for _, suite in ipairs({ { "redis cluster", collect_cluster }, { "redis sentinel", collect_sentinel } }) do
-    for _, c in ipairs(suite[2](suite[1] .. " over cosockets")) do
-      case("behaviour (" .. suite[1] .. ", cosocket): " .. c.name, function()
-        if c.pending then return c.pending end
-        local why = c.run()
-        if why then error(why, 0) end
-      end)
-    end
+    add_all(case, "behaviour (" .. suite[1] .. ", cosocket): ", suite[2](suite[1] .. " over cosockets"))
   end
-  for _, c in ipairs(collect("redis through auto", "auto")) do
-    case("behaviour (auto, timer phase): " .. c.name, function()
-      if c.pending then return c.pending end
-      local why = in_timer(c.run)
-      if why then error(why, 0) end
-    end)
-  end
+  local shdict, tiered = collect_shared()
+  add_all(case, "behaviour (shdict): ", shdict)
+  add_all(case, "behaviour (tiered memory, shdict, redis): ", tiered)
+  add_all(case, "behaviour (auto, timer phase): ", collect("redis through auto", "auto"), in_timer)
 end
 
 return M

@@ -722,6 +722,7 @@ function M.mc_place()
 end
 
 behaviour_cases.add(case)
+require("shdict_cases").add(case)
 
 -- ---- Redis Cluster over cosockets (cachy.resty.redis_cluster) ---------------
 

@@ -490,6 +490,16 @@ function Store:put_many(keys, vals, ms)
   return true
 end
 
+-- The lifetime key has left in ms (0: no expiry); nothing for a miss.
+function Store:ttl(key)
+  local v, err, code = call(self, redis_command("PTTL", self.prefix .. key))
+  if v == nil then return nil, err, code end
+  if type(v) ~= "number" then return bad_reply(self, "PTTL", v) end
+  if v == -2 then return nil end
+  if v < 0 then return 0 end
+  return v > 0 and v or 1
+end
+
 function Store:stats()
   return fail(self, "misuse", "the redis driver keeps no stats")
 end
@@ -565,6 +575,15 @@ end
 function Dispatch:transport()
   if COSOCKET_PHASES[get_phase()] then return "cosocket" end
   return "blocking"
+end
+
+-- (the memcached store cannot tell a key's lifetime on either transport)
+function Dispatch:ttl(key)
+  local cos = self.cosocket
+  if cos.ttl == nil then return self.blocking:ttl(key) end
+  if COSOCKET_PHASES[get_phase()] then return cos:ttl(key) end
+  if self.forced then return wrong_phase(self, get_phase()) end
+  return self.blocking:ttl(key)
 end
 
 function Dispatch:stats() return self.cosocket:stats() end
