@@ -41,7 +41,7 @@ MODULE_ASAN = build/asan/cachy/core.so
 OTHER_LUAS = lua5.1 lua5.2 lua5.3
 MODULES_OTHER = $(OTHER_LUAS:%=build/%/cachy/core.so)
 
-.PHONY: all luajit $(OTHER_LUAS) demo check asan valgrind bench openresty deps install clean rock rock-check
+.PHONY: all luajit $(OTHER_LUAS) demo check asan valgrind bench stampede openresty deps install clean rock rock-check
 
 all: $(MODULE)
 
@@ -119,6 +119,11 @@ valgrind: deps all $(SPEC_PROCESS)
 
 bench: deps all luajit
 	bench/run
+
+# Single flight under a stampede (bench/stampede/run; bench/RESULTS.md):
+# 50 processes, and wrk inside nginx, on a cold key; flexible's stale answers.
+stampede: deps all luajit
+	bench/stampede/run
 
 # nginx with the Lua module: examples/openresty/run (a manager made in the
 # master, two workers) and spec/nginx/run (callbacks and a Lua store that

@@ -234,6 +234,8 @@ static const luaL_Reg core_functions[] = {
     { "fresh_version", core_fresh_version },
     { "ttl", lc_core_ttl },
     { "value_root", lc_core_value_root },
+    { "envelope", lc_core_envelope },
+    { "envelope_open", lc_core_envelope_open },
     { "bind", lc_bind },
     { "jit_bind", lc_jit_bind },
     { "driver_fields", core_driver_fields },

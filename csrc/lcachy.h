@@ -25,7 +25,10 @@ typedef struct lc_handle {
     cachy_buf key;            /* decorator keys */
     cachy_buf batch;          /* put_many: keys and values side by side */
     recent_slot *recent;      /* strings handed out lately (lcachy_fast.c) */
+    int64_t counts[4];        /* LC_HITS ...: what the fast methods saw (stats) */
 } lc_handle;
+
+enum { LC_HITS, LC_MISSES, LC_WRITES, LC_ERRORS, LC_NCOUNTS };
 
 enum { TTL_BAD = -1, TTL_EXPIRED = 0, TTL_OK = 1 };
 
@@ -51,6 +54,10 @@ int lc_core_value_root(lua_State *L);                       /* core.value_root *
 
 /* lcachy_jit.c: the memory store's hot paths for LuaJIT's FFI. */
 int lc_jit_bind(lua_State *L);                              /* core.jit_bind */
+
+/* lcachy_envelope.c: the envelope of an item kept for stale serving. */
+int lc_core_envelope(lua_State *L);                         /* core.envelope */
+int lc_core_envelope_open(lua_State *L);                    /* core.envelope_open */
 
 /* lcachy_redis.c: RESP for transports written in Lua (redis_proto.c). */
 /* Pushes a buffer userdata for C functions to keep as an upvalue;

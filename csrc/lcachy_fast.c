@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "envelope.h"
 #include "lcachy.h"
 
 #define RECENT_SLOTS 256        /* a power of two */
@@ -132,6 +133,27 @@ static void corrupt(cachy_error *err, const cachy_store *s, cachy_slice key, con
     cachy_error_set(err, s, CACHY_ECORRUPT, "value of key '%s' cannot be decoded: %s", q, why);
 }
 
+/* A failure returned to the caller, counted in the store's stats. */
+static int fail(lua_State *L, lc_handle *h, const cachy_error *err)
+{
+    h->counts[LC_ERRORS]++;
+    return lc_fail(L, err);
+}
+
+/* What a read of the bytes v sees (envelope.h): 1 a value (v narrowed to
+ * it), 0 nothing (a cached nil, or past its visible lifetime), -1 a
+ * malformed envelope (err set). Plain bytes cost one comparison. */
+static int unwrap(const cachy_store *s, cachy_slice key, cachy_slice *v, cachy_error *err)
+{
+    int rc;
+    if (v->len == 0 || (unsigned char)v->ptr[0] != CACHY_ENVELOPE_MARK)
+        return 1;
+    rc = cachy_envelope_live(v, cachy_now_ms());
+    if (rc < 0)
+        corrupt(err, s, key, "a stale-serving envelope that is cut short or of an unknown version");
+    return rc;
+}
+
 /* Pushes the value held in bytes read for key; 0, or -1 with err (nothing pushed). */
 static int push_read(lua_State *L, lc_handle *h, cachy_slice key, const char *p, size_t n,
                      cachy_error *err)
@@ -148,13 +170,21 @@ static int push_read(lua_State *L, lc_handle *h, cachy_slice key, const char *p,
     return -1;
 }
 
-/* Fetches key; on a hit pushes the value. 1 hit, 0 miss, -1 failure (err). */
+/* Fetches key; on a hit pushes the value. 1 hit, 0 miss, -1 failure (err);
+ * counted. */
 static int fetch(lua_State *L, lc_handle *h, cachy_slice key, cachy_error *err)
 {
+    cachy_slice v;
     int rc = cachy_get(h->store, key, &h->buf, err);
-    if (rc != 1)
-        return rc;
-    return push_read(L, h, key, h->buf.data, h->buf.len, err) == 0 ? 1 : -1;
+    if (rc == 1) {
+        v.ptr = h->buf.data;
+        v.len = h->buf.len;
+        rc = unwrap(h->store, key, &v, err);
+        if (rc == 1 && push_read(L, h, key, v.ptr, v.len, err) != 0)
+            rc = -1;
+    }
+    h->counts[rc == 1 ? LC_HITS : rc == 0 ? LC_MISSES : LC_ERRORS]++;
+    return rc;
 }
 
 /*
@@ -200,17 +230,24 @@ static int f_has(lua_State *L)
     lc_handle *h = self_handle(L);
     cachy_slice key = check_key(L, 2, 2);
     cachy_error err;
+    cachy_slice v;
     char why[256];
     int rc = cachy_get(h->store, key, &h->buf, &err);
-    if (rc < 0)
-        return lc_fail(L, &err);
     if (rc == 1) {
-        if (cachy_codec_decode(L, h->buf.data, h->buf.len, why, sizeof why) != 0) {
+        v.ptr = h->buf.data;
+        v.len = h->buf.len;
+        rc = unwrap(h->store, key, &v, &err);
+    }
+    if (rc < 0)
+        return fail(L, h, &err);
+    if (rc == 1) {
+        if (cachy_codec_decode(L, v.ptr, v.len, why, sizeof why) != 0) {
             corrupt(&err, h->store, key, why);
-            return lc_fail(L, &err);
+            return fail(L, h, &err);
         }
         lua_pop(L, 1);
     }
+    h->counts[rc == 1 ? LC_HITS : LC_MISSES]++;
     lua_pushboolean(L, rc == 1);
     return 1;
 }
@@ -249,7 +286,7 @@ static int store_value(lua_State *L, lc_handle *h, cachy_slice key, int ttl_rc, 
     encode(L, h, 3, 3, "value");
     if (ttl_rc == TTL_EXPIRED) {
         if (cachy_forget(h->store, key, &err) < 0)
-            return lc_fail(L, &err);
+            return fail(L, h, &err);
         lua_pushboolean(L, 0);
         return 1;
     }
@@ -257,8 +294,10 @@ static int store_value(lua_State *L, lc_handle *h, cachy_slice key, int ttl_rc, 
     val.len = h->buf.len;
     rc = is_add ? cachy_add(h->store, key, val, ms, &err) : cachy_put(h->store, key, val, ms, &err);
     if (rc < 0)
-        return lc_fail(L, &err);
-    lua_pushboolean(L, is_add ? rc == 1 : 1);
+        return fail(L, h, &err);
+    rc = is_add ? rc == 1 : 1;
+    h->counts[LC_WRITES] += rc;
+    lua_pushboolean(L, rc);
     return 1;
 }
 
@@ -291,7 +330,7 @@ static int f_forget(lua_State *L)
     cachy_error err;
     int rc = cachy_forget(h->store, key, &err);
     if (rc < 0)
-        return lc_fail(L, &err);
+        return fail(L, h, &err);
     lua_pushboolean(L, rc == 1);
     return 1;
 }
@@ -322,7 +361,7 @@ static int step(lua_State *L, int sign)
             char q[96];
             cachy_quote_key(key, q, sizeof q);
             cachy_error_set(&err, h->store, CACHY_ERANGE, "decrement of key '%s' overflows 64 bits", q);
-            return lc_fail(L, &err);
+            return fail(L, h, &err);
         }
         by = -by;
     }
@@ -332,8 +371,9 @@ static int step(lua_State *L, int sign)
         else if (err.code == CACHY_ERANGE)
             lc_key_message(&err, h->store, sign < 0 ? "decrement of key '%s' overflows 64 bits"
                                                     : "increment of key '%s' overflows 64 bits", key);
-        return lc_fail(L, &err);
+        return fail(L, h, &err);
     }
+    h->counts[LC_WRITES]++;
     cachy_pushinteger(L, result);
     return 1;
 }
@@ -346,7 +386,7 @@ static int f_flush(lua_State *L)
     lc_handle *h = self_handle(L);
     cachy_error err;
     if (cachy_flush(h->store, &err) < 0)
-        return lc_fail(L, &err);
+        return fail(L, h, &err);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -382,10 +422,22 @@ static int f_many(lua_State *L)
         rc = -1;
     } else {
         for (i = 0; i < n && rc == 0; i++) {
-            if (!found[i])
+            cachy_slice v;
+            int live = 0;
+            if (found[i]) {
+                v.ptr = outs[i].data;
+                v.len = outs[i].len;
+                live = unwrap(h->store, keys[i], &v, &err);
+                if (live < 0) {
+                    rc = -1;
+                    break;
+                }
+            }
+            h->counts[live ? LC_HITS : LC_MISSES]++;
+            if (!live)
                 continue;
             lua_rawgeti(L, 2, (int)i + 1);  /* the key as the caller gave it */
-            if (push_read(L, h, keys[i], outs[i].data, outs[i].len, &err) != 0) {
+            if (push_read(L, h, keys[i], v.ptr, v.len, &err) != 0) {
                 lua_pop(L, 1);
                 rc = -1;
                 break;
@@ -396,7 +448,7 @@ static int f_many(lua_State *L)
     for (i = 0; i < n; i++)
         cachy_buf_free(&outs[i]);
     if (rc < 0)
-        return lc_fail(L, &err);
+        return fail(L, h, &err);
     lua_pop(L, 1);
     return 1;
 }
@@ -492,12 +544,13 @@ static int f_put_many(lua_State *L)
     if (ttl_rc == TTL_EXPIRED) {
         for (i = 0; i < n; i++)
             if (cachy_forget(h->store, keys[i], &err) < 0)
-                return lc_fail(L, &err);
+                return fail(L, h, &err);
         lua_pushboolean(L, 0);
         return 1;
     }
     if (cachy_put_many(h->store, keys, vals, n, ms, &err) < 0)
-        return lc_fail(L, &err);
+        return fail(L, h, &err);
+    h->counts[LC_WRITES] += (int64_t)n;
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -533,15 +586,24 @@ static int f_tuple_get(lua_State *L)
     key.len = h->key.len;
     rc = cachy_get(h->store, key, &h->buf, &err);
     if (rc == 1) {
-        int top = lua_gettop(L);
-        lua_pushboolean(L, 1);
-        n = cachy_codec_decode_tuple(L, h->buf.data, h->buf.len, why, sizeof why);
-        if (n >= 0)
-            return n + 1;
-        lua_settop(L, top);
-        corrupt(&err, h->store, key, why);
-        rc = -1;
+        cachy_slice v;
+        v.ptr = h->buf.data;
+        v.len = h->buf.len;
+        rc = unwrap(h->store, key, &v, &err);
+        if (rc == 1) {
+            int top = lua_gettop(L);
+            lua_pushboolean(L, 1);
+            n = cachy_codec_decode_tuple(L, v.ptr, v.len, why, sizeof why);
+            if (n >= 0) {
+                h->counts[LC_HITS]++;
+                return n + 1;
+            }
+            lua_settop(L, top);
+            corrupt(&err, h->store, key, why);
+            rc = -1;
+        }
     }
+    h->counts[rc == 0 ? LC_MISSES : LC_ERRORS]++;
     /* false, key, err, code, then the arguments, which are at 2..nargs+1 */
     luaL_checkstack(L, 4, "too many arguments");
     lua_pushboolean(L, 0);
@@ -587,9 +649,21 @@ static int f_tuple_put(lua_State *L)
     val.ptr = h->buf.data;
     val.len = h->buf.len;
     if (cachy_put(h->store, key, val, ms, &err) < 0)
-        return lc_fail(L, &err);
+        return fail(L, h, &err);
+    h->counts[LC_WRITES]++;
     lua_pushboolean(L, 1);
     return 1;
+}
+
+/* counts(): this store's hits, misses, writes and errors seen by the
+ * methods above, for the repository's stats(). */
+static int f_counts(lua_State *L)
+{
+    lc_handle *h = lua_touserdata(L, lua_upvalueindex(1));
+    int i;
+    for (i = 0; i < LC_NCOUNTS; i++)
+        cachy_pushinteger(L, h->counts[i]);
+    return LC_NCOUNTS;
 }
 
 static const luaL_Reg fast_methods[] = {
@@ -606,6 +680,7 @@ static const luaL_Reg fast_methods[] = {
     { "put_many", f_put_many },
     { "tuple_get", f_tuple_get },
     { "tuple_put", f_tuple_put },
+    { "counts", f_counts },
     { NULL, NULL },
 };
 

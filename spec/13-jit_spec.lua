@@ -121,6 +121,8 @@ describe("the memory store's LuaJIT path", function()
       assert.is_nil(v)
       local ok, why = core.decode(bytes)
       assert.is_false(ok)
+      -- 0xC1 opens a stale-serving envelope (a byte MessagePack never writes)
+      if bytes:byte(1) == 0xC1 then why = "a stale-serving envelope that is cut short or of an unknown version" end
       assert.are.equal("store 'main' (memory): value of key 'bad" .. i .. "' cannot be decoded: " .. why, err)
       assert.are.equal("corrupt", code)
     end

@@ -11,10 +11,13 @@ local TOP_FIELDS = {
   minutes = "number", on_error = "function", stores = "table",
 }
 TOP_FIELDS.sleep = "function"         -- waits of locks (cachy.lock.sleeper)
+-- single flight and flexible's refreshes (cachy.flight)
+TOP_FIELDS.lock, TOP_FIELDS.wait, TOP_FIELDS.defer = "boolean", "number", "function"
 
 -- Fields every store takes, whatever its driver.
 local COMMON_FIELDS = { driver = "string", prefix = "string", serializer = "string" }
 COMMON_FIELDS.sleep = "function"
+COMMON_FIELDS.lock, COMMON_FIELDS.wait, COMMON_FIELDS.defer = "boolean", "number", "function"
 
 local TRANSPORTS = { auto = true, cosocket = true, blocking = true }
 
@@ -82,6 +85,13 @@ local function check_transport(name, store)
   end
 end
 
+-- Single flight's wait, in seconds.
+local function check_wait(what, v)
+  if v ~= nil and not (v >= 0 and v < math.huge) then
+    fail("%s must be a number of seconds from 0, got %s", what, tostring(v))
+  end
+end
+
 -- The redis store's `sentinel = { master = name, nodes = { "host:port", ... } }`,
 -- as the list { name, "host:port", ... } the driver reads.
 local function sentinel_list(name, v)
@@ -139,6 +149,7 @@ local function check_store(name, store)
     if store[field] == nil then fail("store '%s' field '%s' is required", name, field) end
   end
   if fields and fields.transport then check_transport(name, store) end
+  check_wait("store '" .. name .. "' field 'wait'", store.wait)
   if sentinel then
     local copy = {}
     for k, v in pairs(store) do copy[k] = v end
@@ -192,6 +203,7 @@ local function validate(config)
   if config.minutes ~= nil and config.minutes ~= config.minutes then
     fail("config.minutes must not be NaN")
   end
+  check_wait("config.wait", config.wait)
   check_bytes("config.%s", "prefix", config.prefix)
   local out = {}
   for k, v in pairs(config) do out[k] = v end

@@ -159,7 +159,7 @@ function M.bind(st, cfast, default_ms)
 
   -- Where hits and misses of this path are counted: an increment that
   -- compiles (the memory store counts its own too, for stats()).
-  local counts = { hits = 0, misses = 0 }
+  local counts = { hits = 0, misses = 0, writes = 0 }
 
   -- Per key, the value a get last read when it is not a table (strings,
   -- numbers and booleans are values: handing the same one out again is a
@@ -181,6 +181,13 @@ function M.bind(st, cfast, default_ms)
   local function corrupt(key, why)
     return nil, st:describe() .. ": value of key '" .. quote_key(key) .. "' cannot be decoded: "
       .. tostring(why), "corrupt"
+  end
+
+  -- Whether the bytes just read are a stale-serving envelope (its first
+  -- byte, 0xC1, is one MessagePack never writes): what such an item reads
+  -- as depends on its windows, which only the C path checks.
+  local function enveloped()
+    return tonumber(out.len) > 0 and ffi_cast(BYTES, out.ptr)[0] == 0xC1
   end
 
   -- The value in the bytes just read for key: true, value; or nil, err, code.
@@ -208,7 +215,7 @@ function M.bind(st, cfast, default_ms)
 
   local fast = {}
   for name, fn in pairs(cfast) do fast[name] = fn end
-  fast.counts = counts
+  fast.jit_counts = counts
 
   -- get(self, key, default): what lcachy_fast.c's get answers (the value;
   -- on a miss the default, or nil, nil, nil, true for the caller to call
@@ -232,6 +239,8 @@ function M.bind(st, cfast, default_ms)
       return e.value
     end
     local rc = c_get(h, key, #key, out, err)
+    -- an item kept for stale serving: the C path reads its envelope
+    if rc == 1 and enveloped() then return cget(self, key, default) end
     if rc == 1 then
       counts.hits = counts.hits + 1
       local ok, v, code = read(key)
@@ -275,6 +284,7 @@ function M.bind(st, cfast, default_ms)
       return cput(self, key, value, ttl)
     end
     if rc < 0 then return fail() end
+    counts.writes = counts.writes + 1
     return true
   end
 
@@ -392,6 +402,7 @@ function M.bind(st, cfast, default_ms)
       return ctuple_get(prefix, ...)
     end
     local rc = c_tuple_get(h, prefix, #prefix, args, n, out, err)
+    if rc == 1 and enveloped() then return ctuple_get(prefix, ...) end
     if rc == 1 then
       counts.hits = counts.hits + 1
       -- (no varargs passed on here: LuaJIT compiles that only for

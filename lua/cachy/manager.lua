@@ -95,6 +95,8 @@ function M.new(config, serializers)
     serializers = serializers,
     on_error = config.on_error,
     sleep = config.sleep,           -- waits (cachy.lock.sleeper)
+    lock = config.lock, wait = config.wait,   -- single flight (cachy.flight)
+    defer = config.defer,           -- flexible's refreshes
     last_report = {},
   }
   local mgr = {}

@@ -12,10 +12,13 @@ local values = require("cachy.values")
 local tags = require("cachy.tags")
 local luastore = require("cachy.luastore")
 local lock = require("cachy.lock")
+local flight = require("cachy.flight")
+local remember = require("cachy.remember")
+local decorator = require("cachy.decorator")
 
 local is_integer = compat.is_integer
 local argerror, typename, check_key, check_ttl = values.argerror, values.typename, values.key, values.ttl
-local encode, decode = values.encode, values.decode
+local encode, decode, live = values.encode, values.decode, values.live
 local value_root = core.value_root
 -- On LuaJIT a memory store's get, put and decorator reads go through the
 -- FFI, which its trace compiler compiles (cachy.jit).
@@ -42,6 +45,10 @@ function M.new(ms, name, config, base, tag_list)
   r._config = config
   r._base = base or r
   r._tags = tag_list
+  -- what this process saw (stats), and the keys it is computing (cachy.flight)
+  r._counts = base and base._counts
+    or { hits = 0, misses = 0, writes = 0, errors = 0, stale = 0, refreshes = 0, lock_waits = 0 }
+  r._flights = base and base._flights or {}
   local sname = config.serializer or ms.serializer
   r._serializer_name = sname
   r._tostring = string.format("cachy.Repository '%s' (%s)", name, addr)
@@ -172,14 +179,31 @@ end
 
 -- ---- reads ----------------------------------------------------------------
 
--- The value under key: true, value on a hit; false on a miss; nil, err, code.
+-- The value under key: true, value on a hit; false on a miss; nil, err,
+-- code. Counted in stats.
 function Repository:_fetch(key)
+  local counts = self._counts
   local bytes, err, code = self:_get(key)
   if bytes == nil then
-    if err then return nil, err, code end
+    if err then
+      counts.errors = counts.errors + 1
+      return nil, err, code
+    end
+    counts.misses = counts.misses + 1
     return false
   end
-  return decode(self, key, bytes)
+  bytes, err = live(bytes)
+  if not bytes then
+    if bytes == nil then
+      counts.errors = counts.errors + 1
+      return values.corrupt(self, key, err)
+    end
+    counts.misses = counts.misses + 1
+    return false
+  end
+  local ok, v, vcode = decode(self, key, bytes)
+  if ok then counts.hits = counts.hits + 1 else counts.errors = counts.errors + 1 end
+  return ok, v, vcode
 end
 
 local function check_self(self, method)
@@ -239,14 +263,28 @@ function Repository.many(self, keys)
     end
     return out
   end
+  local counts = self._counts
   local got, err, code = self:_store():many(ks)
-  if got == nil then return nil, err, code end
+  if got == nil then
+    counts.errors = counts.errors + 1
+    return nil, err, code
+  end
   for i = 1, n do
-    local bytes = got[i]
-    if bytes ~= nil then
+    local bytes, why = got[i], nil
+    if bytes ~= nil then bytes, why = live(bytes) end
+    if bytes then
       local ok, v, c = decode(self, ks[i], bytes)
-      if not ok then return nil, v, c end
+      if not ok then
+        counts.errors = counts.errors + 1
+        return nil, v, c
+      end
+      counts.hits = counts.hits + 1
       out[keys[i]] = v
+    elseif bytes == nil and why then
+      counts.errors = counts.errors + 1
+      return values.corrupt(self, ks[i], why)
+    else
+      counts.misses = counts.misses + 1
     end
   end
   return out
@@ -254,18 +292,25 @@ end
 
 -- ---- writes ---------------------------------------------------------------
 
+-- A failure returned to the caller, counted in stats.
+local function failed(self, err, code)
+  self._counts.errors = self._counts.errors + 1
+  return nil, err, code
+end
+
 local function write(self, method, key, value, ms, is_add)
   local bytes, err, code = encode(self, value, 2, method, "value", 2)
   if ms == false then
     local _
     _, err, code = self:_forget(key)
-    if err then return nil, err, code end
+    if err then return failed(self, err, code) end
     return false
   end
-  if bytes == nil then return nil, err, code end
+  if bytes == nil then return failed(self, err, code) end
   local ok
   ok, err, code = self:_write(key, bytes, ms, is_add)
-  if ok == nil then return nil, err, code end
+  if ok == nil then return failed(self, err, code) end
+  if ok then self._counts.writes = self._counts.writes + 1 end
   if is_add then return ok end
   return true
 end
@@ -301,7 +346,7 @@ function Repository.forget(self, ...)
   self = check_self(self, "forget")
   local key = check_key((...), 1, "forget", select("#", ...), 1)
   local removed, err, code = self:_forget(key)
-  if removed == nil then return nil, err, code end
+  if removed == nil then return failed(self, err, code) end
   return removed
 end
 
@@ -320,7 +365,10 @@ local function step(self, method, sign, ...)
     end
     by = -by
   end
-  return self:_incr(key, by, method)
+  local n, err, code = self:_incr(key, by, method)
+  if n == nil then return failed(self, err, code) end
+  self._counts.writes = self._counts.writes + 1
+  return n
 end
 
 function Repository.increment(self, ...)
@@ -347,19 +395,22 @@ function Repository.put_many(self, tbl, ttl)
   if ms == false then
     for i = 1, n do
       local _, err, code = self:_forget(keys[i])
-      if err then return nil, err, code end
+      if err then return failed(self, err, code) end
     end
     return false
   end
+  local counts = self._counts
   if self._tags then
     for i = 1, n do
       local ok, err, code = self:_write(keys[i], vals[i], ms, false)
-      if not ok then return nil, err, code end
+      if not ok then return failed(self, err, code) end
+      counts.writes = counts.writes + 1
     end
     return true
   end
   local ok, err, code = self:_store():put_many(keys, vals, ms)
-  if not ok then return nil, err, code end
+  if not ok then return failed(self, err, code) end
+  counts.writes = counts.writes + n
   return true
 end
 
@@ -368,42 +419,42 @@ function Repository.flush(self)
   local st = self:_store()
   local ok, err, code
   if self._tags then ok, err, code = tags.flush(st, self._tags) else ok, err, code = st:flush() end
-  if not ok then return nil, err, code end
+  if not ok then return failed(self, err, code) end
   return true
 end
 
+-- What this process's calls on the store saw (those of its tagged
+-- repositories included): hits, misses, writes, errors, stale answers,
+-- refreshes, lock waits; the memory store adds items, bytes, evictions.
 function Repository.stats(self)
-  return check_self(self, "stats"):_store():stats()
+  self = check_self(self, "stats")
+  local out = {}
+  for k, v in pairs(self._counts) do out[k] = v end
+  local st = self:_store()
+  local fast = self._base._fast
+  if fast then
+    local hits, misses, writes, errors = fast.counts()
+    out.hits, out.misses = out.hits + hits, out.misses + misses
+    out.writes, out.errors = out.writes + writes, out.errors + errors
+    local jc = fast.jit_counts       -- LuaJIT's FFI path (cachy.jit)
+    if jc then
+      out.hits, out.misses, out.writes = out.hits + jc.hits, out.misses + jc.misses, out.writes + jc.writes
+    end
+  end
+  local driver = self._config.driver
+  if driver == "memory" or driver == "dict" then
+    local s, err, code = st:stats()
+    if s == nil then return nil, err, code end
+    out.items, out.bytes, out.evictions = s.items, s.bytes, s.evictions
+  end
+  return out
 end
 
 function Repository.prune(self)
   return check_self(self, "prune"):_store():prune()
 end
 
--- ---- remember ---------------------------------------------------------------
-
--- On a hit the value; else fn's value, stored with ms (false: not
--- stored). fn may yield. The store failing: fn's value and why it was
--- not cached; fn's nil, err: returned, nothing stored.
-local function remember(self, method, key, ms, fn)
-  local found, v, code = self:_fetch(key)
-  if found then return v end
-  local value, ferr = fn()
-  if found == nil then return value, v end
-  if value == nil then
-    if ferr == nil then return nil end
-    return nil, ferr
-  end
-  if ms == false then return value end
-  local bytes, err
-  bytes, err = encode(self, value, 1, method, "value", 2)
-  if bytes ~= nil then
-    local ok
-    ok, err = self:_write(key, bytes, ms, false)
-    if ok then return value end
-  end
-  return value, err
-end
+-- ---- remember, flexible (cachy.remember) ---------------------------------------
 
 local function check_fn(fn, n, method, given)
   if type(fn) ~= "function" then
@@ -411,27 +462,71 @@ local function check_fn(fn, n, method, given)
   end
 end
 
+-- The value alone, or with what went wrong (a call, not a tail call, keeps
+-- the frames that error levels count the same on every Lua).
+local function trim(v, err, code)
+  if err == nil then return v end
+  if code == nil then return v, err end
+  return v, err, code
+end
+
+-- The single-flight and stale options after the function (argument n).
+local function options(self, opts, n, method, allowed)
+  if opts ~= nil and type(opts) ~= "table" then
+    argerror(n, method, "table of options expected, got " .. type(opts), 2)
+  end
+  return flight.options(self, opts, allowed, function(why) argerror(n, method, why, 3) end)
+end
+
 function Repository.remember(self, ...)
   self = check_self(self, "remember")
-  local key, ttl, fn = ...
+  local key, ttl, fn, opts = ...
   local n = select("#", ...)
   key = check_key(key, 1, "remember", n, 1)
   local ms = check_ttl(ttl, self._ms.default_ms, 2, "remember", 1)
   check_fn(fn, 3, "remember", n)
-  return remember(self, "remember", key, ms, fn)
+  local o = options(self, opts, 4, "remember", flight.REMEMBER)
+  return trim(remember.remember(self, "remember", key, ms, ms, fn, o))
 end
 
--- remember_forever(key, fn), or (key, ttl, fn) with the ttl ignored.
+-- remember_forever(key, fn [, opts]), or (key, ttl, fn [, opts]) with the
+-- ttl ignored.
 function Repository.remember_forever(self, ...)
   self = check_self(self, "remember_forever")
-  local key, a, b = ...
+  local key, a, b, c = ...
   local n = select("#", ...)
   key = check_key(key, 1, "remember_forever", n, 1)
-  local fn, fn_n = a, 2
-  if b ~= nil then fn, fn_n = b, 3 end
+  local fn, fn_n, opts = a, 2, b
+  if type(a) ~= "function" and b ~= nil then fn, fn_n, opts = b, 3, c end
   check_fn(fn, fn_n, "remember_forever", n)
-  return remember(self, "remember_forever", key, 0, fn)
+  local o = options(self, opts, fn_n + 1, "remember_forever", flight.REMEMBER)
+  return trim(remember.remember(self, "remember_forever", key, 0, 0, fn, o))
 end
+
+-- flexible(key, { fresh, stale }, fn [, opts]): lifetimes in any TTL form.
+function Repository.flexible(self, ...)
+  self = check_self(self, "flexible")
+  local key, pair, fn, opts = ...
+  local n = select("#", ...)
+  key = check_key(key, 1, "flexible", n, 1)
+  if type(pair) ~= "table" or pair[1] == nil or pair[2] == nil then
+    argerror(2, "flexible", "{ fresh, stale } expected, got " .. typename(pair, 2, n), 1)
+  end
+  local fresh = check_ttl(pair[1], nil, 2, "flexible", 1)
+  local visible = check_ttl(pair[2], nil, 2, "flexible", 1)
+  if fresh == 0 then fresh = 2 ^ 53 end          -- fresh for ever
+  if visible and visible ~= 0 and fresh and fresh > visible then
+    argerror(2, "flexible", "the fresh lifetime must not be longer than the stale one", 1)
+  end
+  check_fn(fn, 3, "flexible", n)
+  local o = options(self, opts, 4, "flexible", flight.FLEXIBLE)
+  return trim(remember.remember(self, "flexible", key, fresh, visible, fn, o, true))
+end
+
+-- ---- decorated functions (cachy.decorator) --------------------------------------
+
+Repository.invalidate = decorator.invalidate
+Repository.refresh = decorator.refresh
 
 -- ---- tags ---------------------------------------------------------------------
 

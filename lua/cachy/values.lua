@@ -7,6 +7,8 @@ local compat = require("cachy.compat")
 local pcall, is_integer = compat.pcall, compat.is_integer
 local encode, decode, parse_int, quote_key = core.encode, core.decode, core.parse_int, core.quote_key
 local ttl_of, ceil = core.ttl, math.ceil
+local envelope_open = core.envelope_open
+local byte = string.byte
 
 local M = {}
 
@@ -46,22 +48,20 @@ function M.ttl(v, default_ms, n, method, level)
   return ms
 end
 
--- The bytes of value for repository r; raises when it cannot be stored
--- (MessagePack is the check of what can be stored, whatever the
--- serializer, and a built-in serializer's `encode` refuses what its format
--- cannot carry); a user serializer's failure returns nil, err, code.
-function M.encode(r, value, n, method, root, level)
-  if value == nil then
-    argerror(n, method, "nil cannot be stored; use forget to remove a key", level + 1)
-  end
+-- The bytes of value (not nil) for repository r, or nil, why,
+-- "unstorable" when it cannot be stored (MessagePack is the check of what
+-- can be stored, whatever the serializer, and a built-in serializer's
+-- `encode` refuses what its format cannot carry); a user serializer's
+-- failure returns nil, err, "corrupt".
+function M.try_encode(r, value, root)
   local bytes, why = encode(value, root or "value")
-  if bytes == nil then argerror(n, method, why, level + 1) end
+  if bytes == nil then return nil, why, "unstorable" end
   r:_store()      -- the serializer is looked up with the driver
   local ser = r._base._serializer
   if ser == nil or is_integer(value) then return bytes end
   if ser.encode then
     local text, why2 = ser.encode(value, root or "value")
-    if text == nil then argerror(n, method, why2, level + 1) end
+    if text == nil then return nil, why2, "unstorable" end
     return text
   end
   local ok, text = pcall(ser.serialize, value)
@@ -70,6 +70,35 @@ function M.encode(r, value, n, method, root, level)
       .. (ok and "it did not return a string" or tostring(text)), "corrupt"
   end
   return text
+end
+
+-- The same, raising as argument n of method when value cannot be stored.
+function M.encode(r, value, n, method, root, level)
+  if value == nil then
+    argerror(n, method, "nil cannot be stored; use forget to remove a key", level + 1)
+  end
+  local bytes, why, code = M.try_encode(r, value, root)
+  if code == "unstorable" then argerror(n, method, why, level + 1) end
+  return bytes, why, code
+end
+
+-- How much longer than its window (visible lifetime, then stale_if_error)
+-- a store keeps an item in an envelope: the envelope says what is seen,
+-- and stores whose clocks tick in whole seconds (memcached) would drop it
+-- up to a second early.
+M.KEEP_MS = 1000
+
+-- What a plain read of the bytes under a key sees. An item kept for stale
+-- serving is wrapped in an envelope (csrc/envelope.h), which begins with
+-- the byte 0xC1: then its serializer's bytes while it is visible, false
+-- once it is not (or for a cached nil), nil, why when it is malformed.
+-- Other bytes are the serializer's, as they are.
+function M.live(bytes)
+  if byte(bytes, 1) ~= 0xC1 then return bytes end
+  local kind, why, visible, inner = envelope_open(bytes)
+  if not kind then return nil, why end
+  if kind == "n" or visible <= 0 then return false end
+  return inner
 end
 
 local function corrupt(r, key, why)

@@ -1016,6 +1016,19 @@ case("locks: block waits through ngx.sleep, and the worker runs meanwhile", func
     "block giving up")
 end)
 
+-- (h) single flight and flexible (spec/nginx/flight_cases.lua) ----------------
+
+require("flight_cases")({
+  case = case, eq = eq, check = check,
+  order = { "memory", "redis", "memcached", "resty" },
+  stores = {
+    memory = memory_cache,
+    redis = function() return redis_cache(nil, "flight:") end,
+    memcached = function() return mc_cache(nil, "flight:") end,
+    resty = resty_cache,
+  },
+})
+
 -- Three requests at once (spec/nginx/run sends them in parallel): one
 -- manager for the worker, a remember per request with its own key; each
 -- fn waits until all three of its run are inside. Returns the line the
