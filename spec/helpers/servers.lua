@@ -26,6 +26,9 @@ function M.start(kind, args, port)
 end
 
 function Server:signal(sig)
+  if sig == "STOP" then
+    return require("helpers.stopped").stop(self.pid, require("system").sleep)
+  end
   os.execute(string.format("kill -%s %d 2>/dev/null", sig, self.pid))
 end
 

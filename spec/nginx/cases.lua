@@ -785,8 +785,7 @@ case("memcached driver: never serves a value replaced or forgotten while its ser
   for j = 1, 10 do replaced[j] = mine[j] end
   for j = 11, 20 do forgotten[#forgotten + 1] = mine[j] end
 
-  local rc = os.execute("kill -STOP " .. pid)
-  check(rc == 0 or rc == true, "cannot stop memcached %d", pid)
+  require("helpers.stopped").stop(pid, ngx.sleep)
   local ok, why = pcall(function()
     local v, err = cache:get("key" .. replaced[1])
     eq({ v, err }, {}, "a key of the stopped server: a plain miss once it is left out")
