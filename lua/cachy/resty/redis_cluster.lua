@@ -14,6 +14,7 @@
 -- pipeline per master; flush runs on every master.
 local core = require("cachy.core")
 local redis = require("cachy.resty.redis")
+local group = require("cachy.resty.socket").group
 
 local redis_command, redis_redirect = core.redis_command, core.redis_redirect
 local concat, format = table.concat, string.format
@@ -179,13 +180,7 @@ local function by_node(self, keys)
   for k = 1, #keys do
     local i, err, code = owner_of(self, self.prefix .. keys[k])
     if not i then return nil, err, code end
-    local g = groups[i]
-    if not g then
-      g = {}
-      groups[i] = g
-      order[#order + 1] = i
-    end
-    g[#g + 1] = k
+    group(groups, order, i, k)
   end
   return groups, order
 end
