@@ -26,10 +26,7 @@ describe("redis sentinel", function()
   end)
 
   after_each(function()
-    for i = #managers, 1, -1 do
-      managers[i]:close()
-      managers[i] = nil
-    end
+    util.close_managers(managers)
   end)
 
   local function store(fields)
