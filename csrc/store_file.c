@@ -808,23 +808,35 @@ static void file_close(cachy_store *s)
     s->impl = NULL;
 }
 
-static int file_get(cachy_store *s, cachy_slice key, cachy_buf *out, cachy_error *err)
+/*
+ * Reads the key's entry into out without the bucket's lock (see
+ * entry_read), removing it when it is STALE: the readers' common part.
+ * Returns the state; the caller closes e->fd when it is >= 0.
+ */
+static int read_entry(cachy_store *s, file_store *f, cachy_slice key, cachy_buf *out, entry *e,
+                      cachy_error *err)
 {
-    file_store *f = s->impl;
     char hex[HEX_LEN + 1];
-    entry e;
     int st;
 
     cachy_hash128_hex(key.ptr, key.len, hex);
-    st = entry_read(s, f, AT_FDCWD, hex, key, out, &e, err);
+    st = entry_read(s, f, AT_FDCWD, hex, key, out, e, err);
+    if (st == STALE)
+        remove_stale(s, f, hex, e);
+    return st;
+}
+
+static int file_get(cachy_store *s, cachy_slice key, cachy_buf *out, cachy_error *err)
+{
+    entry e;
+    int st = read_entry(s, s->impl, key, out, &e, err);
+
     if (st == LIVE) {
         memmove(out->data, out->data + e.payload_off, e.payload_len);
         out->len = e.payload_len;
         out->data[out->len] = '\0';
     } else {
         out->len = 0;
-        if (st == STALE)
-            remove_stale(s, f, hex, &e);
     }
     if (e.fd >= 0)
         close(e.fd);
@@ -836,17 +848,12 @@ static int file_get(cachy_store *s, cachy_slice key, cachy_buf *out, cachy_error
 static int file_ttl(cachy_store *s, cachy_slice key, int64_t *ms_left, cachy_error *err)
 {
     file_store *f = s->impl;
-    char hex[HEX_LEN + 1];
     entry e;
-    int st;
+    int st = read_entry(s, f, key, &f->io, &e, err);
 
-    cachy_hash128_hex(key.ptr, key.len, hex);
-    st = entry_read(s, f, AT_FDCWD, hex, key, &f->io, &e, err);
     if (st == LIVE) {
         int64_t left = e.expiry - cachy_now_ms();
         *ms_left = e.expiry == 0 ? 0 : left > 0 ? left : 1;
-    } else if (st == STALE) {
-        remove_stale(s, f, hex, &e);
     }
     if (e.fd >= 0)
         close(e.fd);

@@ -104,22 +104,13 @@ describe("redis", function()
   end)
 
   after_each(function()
-    for i = #managers, 1, -1 do
-      managers[i]:close()
-      managers[i] = nil
-    end
+    util.close_managers(managers)
   end)
 
   -- redis-cli against the suite's server (or port), output without the last newline.
-  local function cli(...)
-    local args = { ... }
-    local port = server.port
-    if type(args[1]) == "table" then
-      port = table.remove(args, 1).port
-    end
-    for i, a in ipairs(args) do args[i] = quote(a) end
-    return (sh(string.format("redis-cli --raw -p %d %s 2>&1", port, table.concat(args, " ")))
-      :gsub("\n$", ""))
+  local function cli(first, ...)
+    if type(first) == "table" then return util.redis_cli(first.port, ...) end
+    return util.redis_cli(server.port, first, ...)
   end
 
   -- A manager with one Redis store "main"; fields override the defaults.

@@ -10,8 +10,6 @@ local behaviour = require("behaviour")
 local servers = require("helpers.servers")
 local util = require("helpers.util")
 
-local sh, quote = util.sh, util.q
-
 describe("redis cluster", function()
   local cluster
   local managers = {}
@@ -25,18 +23,10 @@ describe("redis cluster", function()
   end)
 
   after_each(function()
-    for i = #managers, 1, -1 do
-      managers[i]:close()
-      managers[i] = nil
-    end
+    util.close_managers(managers)
   end)
 
-  local function cli(port, ...)
-    local args = { ... }
-    for i, a in ipairs(args) do args[i] = quote(a) end
-    return (sh(string.format("redis-cli --raw -p %d %s 2>&1", port, table.concat(args, " ")))
-      :gsub("\n$", ""))
-  end
+  local cli = util.redis_cli
 
   -- The masters: { port = ..., id = ..., slots = { { from, to }, ... } }.
   local function masters()

@@ -27,12 +27,7 @@ describe("redis cluster under change", function()
     if cluster then cluster.stop() end
   end)
 
-  local function cli(port, ...)
-    local args = { ... }
-    for i, a in ipairs(args) do args[i] = quote(a) end
-    return (sh(string.format("redis-cli --raw -p %d %s 2>&1", port, table.concat(args, " ")))
-      :gsub("\n$", ""))
-  end
+  local cli = util.redis_cli
 
   -- The live masters that serve slots: { { id, port, node }, ... }.
   local function masters()

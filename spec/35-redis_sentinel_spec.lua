@@ -7,6 +7,7 @@
 -- succeed again on the promoted replica within 10 s, no wrong value.
 local cachy = require("cachy")
 local behaviour = require("behaviour")
+local failover = require("helpers.failover")
 local servers = require("helpers.servers")
 local system = require("system")
 local util = require("helpers.util")
@@ -26,10 +27,7 @@ describe("redis sentinel", function()
   end)
 
   after_each(function()
-    for i = #managers, 1, -1 do
-      managers[i]:close()
-      managers[i] = nil
-    end
+    util.close_managers(managers)
   end)
 
   local function store(fields)
@@ -138,42 +136,20 @@ describe("redis sentinel", function()
 
       it("the master SIGKILLed: calls succeed again on the promoted replica within 10 s, no wrong value", function()
         local c = store()
-        local written, wrong, errors = {}, 0, 0
-        for i = 1, 200 do
-          assert.are.equal(true, c:put("f" .. i, "v" .. i .. " 0"))
-          written["f" .. i] = { ["v" .. i .. " 0"] = true }
-        end
-        system.sleep(0.3)
-        group.master:stop("KILL")
-        local killed, last_error = system.monotime(), nil
-        local round, clean = 0, false
-        repeat
-          round = round + 1
-          clean = true
-          for i = 1, 200 do
-            local key, value = "f" .. i, "v" .. i .. " " .. round
-            written[key][value] = true
-            local ok, err = c:put(key, value)
-            local got
-            if ok then got, err = c:get(key) end
-            if not ok or (got == nil and err) then
-              errors = errors + 1
-              last_error = system.monotime()
-              clean = false
-              assert.is_string(err)
-            elseif got ~= nil and not written[key][got] then
-              wrong = wrong + 1
-            end
-          end
-          if not clean then system.sleep(0.05) end
-        until clean or system.monotime() - killed > 30
-        local back = (last_error or killed) - killed
-        print(string.format("\n# sentinel failover: last error %.2f s after the kill, %d rounds, %d errors", back, round, errors))
-        assert.is_true(clean, "no clean pass within 30 s")
-        assert.are.equal(0, wrong)
+        local r = failover.run({
+          cache = c, prefix = "f", n = 200, limit = 30,
+          first_put = function(_, ...) assert.are.equal(true, ...) end,
+          kill = function() group.master:stop("KILL") end,
+          error = function(err) assert.is_string(err) end,
+          now = system.monotime, sleep = system.sleep,
+        })
+        local back = r.back
+        print(string.format("\n# sentinel failover: last error %.2f s after the kill, %d rounds, %d errors", back, r.rounds, r.errors))
+        assert.is_true(r.clean, "no clean pass within 30 s")
+        assert.are.equal(0, r.wrong)
         assert.is_true(back < 10, "errors until " .. back .. " s after the kill")
         -- the promoted replica is the master now
-        assert.are.equal("v1 " .. round, c:get("f1"))
+        assert.are.equal("v1 " .. r.rounds, c:get("f1"))
         assert.is_truthy(sh(string.format("redis-cli -p %d ROLE", group.replica.port)):find("^master"))
       end)
     end

@@ -76,10 +76,7 @@ return function(label, opts)
     end)
 
     after_each(function()
-      for i = #managers, 1, -1 do
-        managers[i]:close()
-        managers[i] = nil
-      end
+      util.close_managers(managers)
     end)
 
     local function case(name, title, fn)

@@ -18,6 +18,24 @@ function M.sh(cmd)
   return out
 end
 
+-- redis-cli --raw against 127.0.0.1:port, each argument one word; its
+-- output (and errors) without the last newline.
+function M.redis_cli(port, ...)
+  local args = { ... }
+  for i, a in ipairs(args) do args[i] = M.q(a) end
+  return (M.sh(string.format("redis-cli --raw -p %d %s 2>&1", port, table.concat(args, " ")))
+    :gsub("\n$", ""))
+end
+
+-- Closes the managers a test made (a list), newest first, and empties the
+-- list: the after_each of the specs that keep one.
+function M.close_managers(managers)
+  for i = #managers, 1, -1 do
+    managers[i]:close()
+    managers[i] = nil
+  end
+end
+
 -- os.execute's result differs between Lua 5.1/LuaJIT (a status number) and 5.2+.
 function M.succeeds(cmd)
   local r = os.execute(cmd)

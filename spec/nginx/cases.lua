@@ -37,6 +37,7 @@ local function show(v)
 end
 
 local same = require("compare").same
+local failover = require("helpers.failover")
 
 local function eq(got, want, what)
   if not same(got, want) then
@@ -1062,6 +1063,18 @@ function M.concurrent(i, run)
   return string.format("%d %s %d", i, tostring(v.i), state.most)
 end
 
+-- helpers.failover's loop over cosockets: n keys under prefix, kill() the
+-- master, rounds of puts and gets for at most 20 s on nginx's clock.
+local function failover_loop(cache, prefix, n, kill)
+  return failover.run({
+    cache = cache, prefix = prefix, n = n, limit = 20, kill = kill,
+    first_put = function(i, ok) check(ok == true, "put %d before the kill", i) end,
+    error = function(err) check(type(err) == "string", "an error as nil, err") end,
+    now = function() ngx.update_time() return ngx.now() end,
+    sleep = ngx.sleep,
+  })
+end
+
 -- A master of the second cluster (3 masters, 3 replicas, node timeout 1 s)
 -- killed with SIGKILL under a loop of puts and gets over cosockets: calls
 -- succeed again within cluster-node-timeout + 3 s, no wrong value.
@@ -1074,38 +1087,10 @@ case("redis cluster (cosocket): a master SIGKILLed, calls succeed again within n
   end
   check(victim, "no master among the nodes")
   local cache = cachy.new({ stores = { main = { driver = "redis", transport = "cosocket", cluster = seeds } } })
-  local written, wrong = {}, 0
-  for i = 1, 300 do
-    check(cache:put("cf" .. i, "v" .. i .. " 0") == true, "put %d before the kill", i)
-    written["cf" .. i] = { ["v" .. i .. " 0"] = true }
-  end
-  ngx.sleep(0.3)
-  os.execute("kill -9 " .. victim.pid)
-  ngx.update_time()
-  local killed, last_error, round, clean = ngx.now(), nil, 0, false
-  repeat
-    round, clean = round + 1, true
-    for i = 1, 300 do
-      local key, value = "cf" .. i, "v" .. i .. " " .. round
-      written[key][value] = true
-      local ok, err = cache:put(key, value)
-      local got
-      if ok then got, err = cache:get(key) end
-      if not ok or (got == nil and err) then
-        check(type(err) == "string", "an error as nil, err")
-        ngx.update_time()
-        last_error, clean = ngx.now(), false
-      elseif got ~= nil and not written[key][got] then
-        wrong = wrong + 1
-      end
-    end
-    if not clean then ngx.sleep(0.05) end
-    ngx.update_time()
-  until clean or ngx.now() - killed > 20
-  check(clean, "no clean pass within 20 s")
-  eq(wrong, 0, "wrong values")
-  local back = (last_error or killed) - killed
-  check(back < 1 + 3, "errors until %.2f s after the kill", back)
+  local r = failover_loop(cache, "cf", 300, function() os.execute("kill -9 " .. victim.pid) end)
+  check(r.clean, "no clean pass within 20 s")
+  eq(r.wrong, 0, "wrong values")
+  check(r.back < 1 + 3, "errors until %.2f s after the kill", r.back)
 end)
 
 -- Last, as it ends the sentinels' master: killed with SIGKILL under a loop
@@ -1114,38 +1099,11 @@ end)
 case("redis sentinel (cosocket): the master SIGKILLed, calls reach the promoted replica within 10 s, no wrong value", function()
   local cache = cachy.new({ stores = { main = { driver = "redis", transport = "cosocket",
     sentinel = { master = "mymaster", nodes = behaviour_cases.sentinels } } } })
-  local written, wrong = {}, 0
-  for i = 1, 100 do
-    check(cache:put("sf" .. i, "v" .. i .. " 0") == true, "put %d before the kill", i)
-    written["sf" .. i] = { ["v" .. i .. " 0"] = true }
-  end
-  ngx.sleep(0.3)
-  os.execute("kill -9 " .. assert(behaviour_cases.sentinel_master_pid))
-  ngx.update_time()
-  local killed, last_error, round, clean = ngx.now(), nil, 0, false
-  repeat
-    round, clean = round + 1, true
-    for i = 1, 100 do
-      local key, value = "sf" .. i, "v" .. i .. " " .. round
-      written[key][value] = true
-      local ok, err = cache:put(key, value)
-      local got
-      if ok then got, err = cache:get(key) end
-      if not ok or (got == nil and err) then
-        check(type(err) == "string", "an error as nil, err")
-        ngx.update_time()
-        last_error, clean = ngx.now(), false
-      elseif got ~= nil and not written[key][got] then
-        wrong = wrong + 1
-      end
-    end
-    if not clean then ngx.sleep(0.05) end
-    ngx.update_time()
-  until clean or ngx.now() - killed > 20
-  check(clean, "no clean pass within 20 s")
-  eq(wrong, 0, "wrong values")
-  local back = (last_error or killed) - killed
-  check(back < 10, "errors until %.2f s after the kill", back)
+  local r = failover_loop(cache, "sf", 100,
+    function() os.execute("kill -9 " .. assert(behaviour_cases.sentinel_master_pid)) end)
+  check(r.clean, "no clean pass within 20 s")
+  eq(r.wrong, 0, "wrong values")
+  check(r.back < 10, "errors until %.2f s after the kill", r.back)
 end)
 
 return M

@@ -31,7 +31,7 @@
 -- Loaded only inside nginx (cachy.repository requires it there).
 local core = require("cachy.core")
 local socket = require("cachy.resty.socket")
-local seconds_text, timeout_ms, release = socket.seconds_text, socket.timeout_ms, socket.release
+local seconds_text, timeout_ms, release, group = socket.seconds_text, socket.timeout_ms, socket.release, socket.group
 
 local ngx = ngx
 local tcp, now, update_time, sleep = ngx.socket.tcp, ngx.now, ngx.update_time, ngx.sleep
@@ -679,14 +679,7 @@ local function each_owner(self, wks, run)
     local groups, order = {}, {}
     for p = 1, n do
       if pending[p] then
-        local i = self.n > 1 and self.ring:server(wks[p]) or 1
-        local g = groups[i]
-        if not g then
-          g = {}
-          groups[i] = g
-          order[#order + 1] = i
-        end
-        g[#g + 1] = p
+        group(groups, order, self.n > 1 and self.ring:server(wks[p]) or 1, p)
       end
     end
     if #order == 0 then return true end

@@ -545,6 +545,45 @@ end
 M.bad_reply, M.set_command, M.match_pattern = bad_reply, set_command, match_pattern
 M.SCAN_COUNT, M.SCAN_MAX_KEYS = SCAN_COUNT, SCAN_MAX_KEYS
 
+-- ---- for the cluster and sentinel stores -------------------------------------
+-- Both route calls to cosocket stores of this module, one per node, and check
+-- their fields the same way; these are the parts they share.
+
+-- Codes of a failed connection: the node's address is to be asked again.
+M.CONNECTION_CODES = { refused = true, closed = true, timeout = true }
+
+-- The misuse message for the first of `fields` set beside `option` (the
+-- parenthesis says why it cannot be), or nil.
+function M.conflicting_field(config, fields, option, why)
+  for _, f in ipairs(fields) do
+    if config[f] ~= nil then
+      return "field '" .. f .. "' cannot be set with '" .. option .. "' (" .. why .. ")"
+    end
+  end
+  return nil
+end
+
+-- The misuse message for the first item of list, from index `first` on,
+-- that is not "host:port" (`what` names the items, counted from 1 at
+-- `first`), or nil.
+function M.bad_address(list, first, what)
+  for i = first, #list do
+    if not core.redis_address(list[i]) then
+      return format("%s %d must be \"host:port\", got \"%s\"", what, i - first + 1, list[i]:sub(1, 80))
+    end
+  end
+  return nil
+end
+
+-- A copy of the store's config for the cosocket store of one node: field
+-- `drop` (the cluster or sentinel list) removed, that node's host and port.
+function M.node_config(config, drop, host, port)
+  local c = {}
+  for k, v in pairs(config) do c[k] = v end
+  c[drop], c.host, c.port = nil, host, port
+  return c
+end
+
 -- ---- the dispatcher ----------------------------------------------------------
 
 -- The store a repository uses for a redis store inside nginx with

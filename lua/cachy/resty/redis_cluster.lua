@@ -14,6 +14,7 @@
 -- pipeline per master; flush runs on every master.
 local core = require("cachy.core")
 local redis = require("cachy.resty.redis")
+local group = require("cachy.resty.socket").group
 
 local redis_command, redis_redirect = core.redis_command, core.redis_redirect
 local concat, format = table.concat, string.format
@@ -22,7 +23,7 @@ local setmetatable, type = setmetatable, type
 local MAX_REDIRECTS = 5
 local SLOTS_DEPTH, SLOTS_MAX_ELEMS = 4, 16384
 -- failures after which the map is read again before the next call
-local CONNECTION_CODES = { refused = true, closed = true, timeout = true }
+local CONNECTION_CODES = redis.CONNECTION_CODES
 
 local M = {}
 
@@ -34,19 +35,11 @@ local parse_seed = core.redis_address      -- "host:port", "[v6]:port" -> host, 
 -- store_redis.c's and redis_cluster.c's checks of the fields: nil or the
 -- misuse message.
 local function check(config)
-  for _, f in ipairs({ "host", "port", "socket", "db" }) do
-    if config[f] ~= nil then
-      return "field '" .. f .. "' cannot be set with 'cluster' (the nodes come from the cluster, "
-        .. "and a cluster has only database 0)"
-    end
-  end
+  local why = redis.conflicting_field(config, { "host", "port", "socket", "db" }, "cluster",
+    "the nodes come from the cluster, and a cluster has only database 0")
+  if why then return why end
   if #config.cluster == 0 then return "field 'cluster' must list at least one node" end
-  for i, seed in ipairs(config.cluster) do
-    if not parse_seed(seed) then
-      return format("field 'cluster' item %d must be \"host:port\", got \"%s\"", i, seed:sub(1, 80))
-    end
-  end
-  return nil
+  return redis.bad_address(config.cluster, 1, "field 'cluster' item")
 end
 
 function M.new(name, prefix, config)
@@ -73,10 +66,7 @@ local function store_of(self, i)
   local st = self.stores[i]
   if st then return st end
   local host, port = self.map:node(i)
-  local config = {}
-  for k, v in pairs(self.config) do config[k] = v end
-  config.cluster, config.host, config.port = nil, host, port
-  st = redis.new(self.name, self.prefix, config)
+  st = redis.new(self.name, self.prefix, redis.node_config(self.config, "cluster", host, port))
   self.stores[i] = st
   return st
 end
@@ -97,24 +87,19 @@ end
 -- the seeds: true, or the last failure.
 local function refresh(self, first)
   local tried, ok, err, code = {}, nil, nil, nil
-  if first then
-    tried[first] = true
-    ok, err, code = read_map(self, first)
-    if ok then return true end
+  -- reads the map from node i unless tried already: true once one answered
+  local function try(i)
+    if tried[i] then return false end
+    tried[i] = true
+    ok, err, code = read_map(self, i)
+    return ok
   end
+  if first and try(first) then return true end
   for _, i in ipairs(self.map:masters()) do
-    if not tried[i] then
-      tried[i] = true
-      ok, err, code = read_map(self, i)
-      if ok then return true end
-    end
+    if try(i) then return true end
   end
   for i = 1, self.nseeds do
-    if not tried[i] then
-      tried[i] = true
-      ok, err, code = read_map(self, i)
-      if ok then return true end
-    end
+    if try(i) then return true end
   end
   return nil, err, code
 end
@@ -195,13 +180,7 @@ local function by_node(self, keys)
   for k = 1, #keys do
     local i, err, code = owner_of(self, self.prefix .. keys[k])
     if not i then return nil, err, code end
-    local g = groups[i]
-    if not g then
-      g = {}
-      groups[i] = g
-      order[#order + 1] = i
-    end
-    g[#g + 1] = k
+    group(groups, order, i, k)
   end
   return groups, order
 end

@@ -12,7 +12,7 @@ local redis = require("cachy.resty.redis")
 local redis_command = core.redis_command
 local setmetatable, tonumber, type = setmetatable, tonumber, type
 
-local CONNECTION_CODES = { refused = true, closed = true, timeout = true }
+local CONNECTION_CODES = redis.CONNECTION_CODES
 
 local M = {}
 
@@ -23,19 +23,12 @@ local address = core.redis_address        -- "host:port", "[v6]:port" -> host, p
 
 -- config.sentinel is { master, "host:port", ... } (cachy.new made it so).
 local function check(config)
-  for _, f in ipairs({ "host", "port", "socket", "cluster" }) do
-    if config[f] ~= nil then
-      return "field '" .. f .. "' cannot be set with 'sentinel' (the sentinels say where the master is)"
-    end
-  end
+  local why = redis.conflicting_field(config, { "host", "port", "socket", "cluster" }, "sentinel",
+    "the sentinels say where the master is")
+  if why then return why end
   local list = config.sentinel
   if #list < 2 then return "field 'sentinel' must name the master and list at least one node" end
-  for i = 2, #list do
-    if not address(list[i]) then
-      return string.format("field 'sentinel' node %d must be \"host:port\", got \"%s\"", i - 1, list[i]:sub(1, 80))
-    end
-  end
-  return nil
+  return redis.bad_address(list, 2, "field 'sentinel' node")
 end
 
 function M.new(name, prefix, config)
@@ -55,9 +48,7 @@ local function store_for(self, host, port, sentinel)
   local key = (sentinel and "s:" or "m:") .. host .. ":" .. port
   local st = self.stores[key]
   if st then return st end
-  local config = {}
-  for k, v in pairs(self.config) do config[k] = v end
-  config.sentinel, config.host, config.port = nil, host, port
+  local config = redis.node_config(self.config, "sentinel", host, port)
   if sentinel then config.username, config.password, config.db = nil, nil, nil end
   st = redis.new(self.name, sentinel and "" or self.prefix, config)
   if sentinel then st.desc = "store '" .. self.name .. "' (redis sentinel " .. host .. ":" .. port .. ")" end

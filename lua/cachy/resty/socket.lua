@@ -21,6 +21,20 @@ function M.timeout_ms(secs)
   return ms
 end
 
+-- Puts item p in the group of node i (groups: { [i] = { p, ... } }), and
+-- i at the end of order when it is new: how a call on several keys makes
+-- one batch per node, the nodes in the order first seen (memcached's
+-- servers, a cluster's masters).
+function M.group(groups, order, i, p)
+  local g = groups[i]
+  if not g then
+    g = {}
+    groups[i] = g
+    order[#order + 1] = i
+  end
+  g[#g + 1] = p
+end
+
 -- Back to the pool after a call that fully succeeded (store: keepalive_ms,
 -- pool_size); a socket closed on the way is left closed.
 function M.release(store, sock)
