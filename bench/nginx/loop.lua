@@ -52,21 +52,34 @@ local function median(t)
   return (t[n / 2] + t[n / 2 + 1]) / 2
 end
 
+-- A timed batch over f, as its own function: each side gets its own copy
+-- of the loop's bytecode (load of one source), so LuaJIT records a trace
+-- per side; one loop shared by both sides ran the second side through a
+-- side trace of the first.
+local BATCH_SOURCE = [[
+local f, batch, nkeys, value, clock = ...
+return function()
+  local t0 = clock()
+  for i = 1, batch do
+    if f(i % nkeys + 1) ~= value then error("a side read another value", 0) end
+  end
+  return (clock() - t0) / batch * 1e9
+end
+]]
+local function batch_of(f)
+  return assert((loadstring or load)(BATCH_SOURCE, "=loop batch"))(f, BATCH, NKEYS, VALUE, os.clock)
+end
+
 -- Times cachy_fn against base_fn (each called with a key index 1..NKEYS,
 -- each returning the value): cachy ns, base ns, ratio.
 local function compare(cachy_fn, base_fn)
-  local clock = os.clock
+  local sides = { batch_of(cachy_fn), batch_of(base_fn) }
   local ct, bt, ratios = {}, {}, {}
   for round = 1, ROUNDS do
     local times = {}
     for j = 0, 1 do
       local side = (round + j) % 2 + 1
-      local f = side == 1 and cachy_fn or base_fn
-      local t0 = clock()
-      for i = 1, BATCH do
-        if f(i % NKEYS + 1) ~= VALUE then error("side " .. side .. " read another value", 0) end
-      end
-      times[side] = (clock() - t0) / BATCH * 1e9
+      times[side] = sides[side]()
     end
     ct[round], bt[round], ratios[round] = times[1], times[2], times[1] / times[2]
   end
