@@ -350,10 +350,6 @@ function Tiered:put_many(keys, vals, ms)
   return r
 end
 
-function Tiered:stats()
-  return nil, self.desc .. ": the tiered driver keeps no stats (ask its levels)", "misuse"
-end
-
 function Tiered:prune()
   return nil, self.desc .. ": the tiered driver has no prune (prune its levels)", "misuse"
 end

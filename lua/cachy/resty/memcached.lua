@@ -752,11 +752,6 @@ function Store:put_many(keys, vals, ms)
   end)
 end
 
--- memcached's statistics come from the blocking handle (a blocking call).
-function Store:stats()
-  if self.blocking then return self.blocking:stats() end
-  return fail(self, nil, "misuse", "stats are not kept on this transport")
-end
 
 function Store:prune()
   if self.blocking then return self.blocking:prune() end

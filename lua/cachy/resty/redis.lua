@@ -2,7 +2,7 @@
 -- parts:
 --
 --  * a store behind the bytes interface (cachy.luastore has it: get, put,
---    add, forget, incr, flush, many, put_many, stats, prune, close,
+--    add, forget, incr, flush, many, put_many, prune, close,
 --    describe) that talks to Redis through ngx.socket.tcp: the bytes come
 --    from csrc/redis_proto.c (core.redis_command, core.redis_reader), the
 --    same commands, stored bytes, messages and codes as the blocking
@@ -518,10 +518,6 @@ function Store:ttl(key)
   return v > 0 and v or 1
 end
 
-function Store:stats()
-  return fail(self, "misuse", "the redis driver keeps no stats")
-end
-
 function Store:prune()
   return fail(self, "misuse", "the redis driver has no prune")
 end
@@ -643,7 +639,6 @@ function Dispatch:ttl(key)
   return self.blocking:ttl(key)
 end
 
-function Dispatch:stats() return self.cosocket:stats() end
 function Dispatch:prune() return self.cosocket:prune() end
 function Dispatch:describe() return self.cosocket:describe() end
 function Dispatch:close() return self.blocking:close() end

@@ -327,7 +327,6 @@ function Cluster:flush()
   return true
 end
 
-function Cluster:stats() return fail(self, "misuse", "the redis driver keeps no stats") end
 function Cluster:prune() return fail(self, "misuse", "the redis driver has no prune") end
 function Cluster:describe() return self.desc end
 function Cluster:close() end

@@ -111,7 +111,6 @@ for _, method in ipairs({ "get", "put", "add", "forget", "incr", "flush", "many"
   Sentinel[method] = function(self, ...) return run(self, method, ...) end
 end
 
-function Sentinel:stats() return nil, self.desc .. ": the redis driver keeps no stats", "misuse" end
 function Sentinel:prune() return nil, self.desc .. ": the redis driver has no prune", "misuse" end
 function Sentinel:describe() return self.desc end
 function Sentinel:close() end

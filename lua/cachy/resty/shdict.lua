@@ -1,7 +1,7 @@
 -- cachy.resty.shdict: the shdict driver (SPEC section 11), a store over a
 -- lua_shared_dict zone that every worker of one nginx shares, behind the
 -- bytes interface of the other stores (cachy.luastore has it: get, put,
--- add, forget, incr, flush, many, put_many, forget_if, touch_if, stats,
+-- add, forget, incr, flush, many, put_many, forget_if, touch_if,
 -- prune, ttl, close, describe; lifetimes in milliseconds).
 --
 -- Values are the serializer's bytes, as on every store, with one
@@ -245,10 +245,6 @@ function Store:ttl(key)
   if left == 0 then return 0 end
   local ms = floor(left * 1000)
   return ms > 0 and ms or 1
-end
-
-function Store:stats()
-  return fail(self, "misuse", "the shdict driver keeps no stats")
 end
 
 -- Frees the zone's expired items (of every store on the zone: they are
