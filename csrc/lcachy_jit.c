@@ -44,10 +44,11 @@ typedef struct jit_api {
     int (*tuple_get)(lc_handle *h, const char *prefix, size_t plen, const cachy_arg *args, int n,
                      jit_out *out, cachy_error *err);
     const char *(*code_name)(int code);
+    int (*view)(lc_handle *h, cachy_memory_view *v);
     /* checked against the Lua side's declarations, as api_size: a
      * cachy/jit.lua and a core.so of different versions refuse to work
      * together */
-    size_t error_size, arg_size, out_size;
+    size_t error_size, arg_size, out_size, view_size;
 } jit_api;
 
 static int closed(const lc_handle *h, cachy_error *err)
@@ -213,6 +214,15 @@ static const char *j_code_name(int code)
     return lc_code_name((cachy_errcode)code);
 }
 
+/* Where a hit is checked without a call (cachy_memory_get_view); -1 while the
+ * store is not open. */
+static int j_view(lc_handle *h, cachy_memory_view *v)
+{
+    if (h->store == NULL)
+        return -1;
+    return cachy_memory_get_view(h->store, v);
+}
+
 static const jit_api api = {
     .api_size = sizeof(jit_api),
     .get = j_get,
@@ -222,9 +232,11 @@ static const jit_api api = {
     .put_boolean = j_put_boolean,
     .tuple_get = j_tuple_get,
     .code_name = j_code_name,
+    .view = j_view,
     .error_size = sizeof(cachy_error),
     .arg_size = sizeof(cachy_arg),
     .out_size = sizeof(jit_out),
+    .view_size = sizeof(cachy_memory_view),
 };
 
 /* core.jit_bind(handle): the function table and the handle, as light

@@ -6,6 +6,7 @@
  * evicting the least recently used items first. Each item is one allocation
  * holding its header, its key and its value.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -26,6 +27,7 @@ typedef struct item {
     uint64_t stamp;             /* which write made the value: m->stamps at that time */
     int64_t expires;            /* monotonic ms; 0 = never */
     size_t klen, vlen;
+    unsigned char used;         /* hit through the view since it last moved in the LRU list */
     char data[];                /* key bytes, then value bytes */
 } item;
 
@@ -46,7 +48,7 @@ typedef struct mem {
 } mem;
 
 /* Both optional, 0 = unbounded. max_bytes bounds the bytes of keys plus
- * values; item headers (56 bytes each on 64-bit systems) and the table are
+ * values; item headers (72 bytes each on 64-bit systems) and the table are
  * not counted. */
 static const cachy_field memory_fields[] = {
     { "max_items", CACHY_OPT_INTEGER, 0 },
@@ -130,6 +132,7 @@ static const char *quote_key(cachy_slice key, char out[KEY_SHOWN * 4 + 4])
 
 static void lru_push(mem *m, item *it)
 {
+    it->used = 0;
     it->newer = NULL;
     it->older = m->newest;
     if (m->newest)
@@ -283,6 +286,14 @@ static void make_room(mem *m, size_t size, int64_t now)
     while (m->oldest && ((m->max_items && m->nitems >= m->max_items) ||
                          (m->max_bytes && m->bytes + size > m->max_bytes))) {
         item *it = m->oldest;
+        if (it->used && !expired(it, now)) {
+            /* hit through the view since it last moved: as recently used
+             * as the newest, it moves there (the mark cleared first, so a
+             * lone item cannot loop) */
+            it->used = 0;
+            lru_touch(m, it);
+            continue;
+        }
         if (!expired(it, now))
             m->evictions++;
         drop(m, slot_of(m, it));
@@ -740,6 +751,18 @@ int cachy_memory_last(cachy_store *s, cachy_memory_ref *ref)
     ref->item = m->last;
     ref->stamp = m->last->stamp;
     ref->gen = *m->freed;
+    return 0;
+}
+
+int cachy_memory_get_view(cachy_store *s, cachy_memory_view *v)
+{
+    mem *m = open_memory(s);
+    if (m == NULL)
+        return -1;
+    v->freed = m->freed;
+    v->stamp_at = offsetof(item, stamp);
+    v->expires_at = offsetof(item, expires);
+    v->used_at = offsetof(item, used);
     return 0;
 }
 

@@ -26,4 +26,22 @@ int cachy_memory_last(cachy_store *s, cachy_memory_ref *ref);
  * item has expired: read by key then. */
 int cachy_memory_touch(cachy_store *s, const cachy_memory_ref *ref);
 
+/*
+ * What a hit needs to check without a call (LuaJIT's read path, where a
+ * call costs more than the checks): the store's count of freed items, and
+ * where an item keeps its stamp, its expiry (monotonic ms, on the clock of
+ * CLOCK_MONOTONIC_COARSE) and its mark. A reader that finds the count at
+ * the reference's gen and the item's stamp at the reference's, and the item
+ * not expired, has a hit; it sets the mark (1), which makes eviction move
+ * the item to the newest end of the LRU list instead of evicting it, as a
+ * touch would have. freed lives as long as s. 0, or -1 when s is not an
+ * open memory store.
+ */
+typedef struct cachy_memory_view {
+    const uint64_t *freed;
+    size_t stamp_at, expires_at, used_at;   /* byte offsets in an item */
+} cachy_memory_view;
+
+int cachy_memory_get_view(cachy_store *s, cachy_memory_view *v);
+
 #endif

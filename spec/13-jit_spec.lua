@@ -36,6 +36,15 @@ local function same(a, b)
   return a == b
 end
 
+-- Asserts got is what the C decoder read (want) from bytes #i.
+local function read_alike(want, got, i)
+  if type(want) == "table" then
+    assert.are.same(want, got)
+  else
+    assert(same(want, got), ("bytes #%d: %s, the C decoder %s"):format(i, tostring(got), tostring(want)))
+  end
+end
+
 local function source_of(fn)
   return type(fn) == "function" and debug.getinfo(fn, "S").source or type(fn)
 end
@@ -52,6 +61,17 @@ if not jit then
   end)
   return
 end
+
+-- Bytes other writers may leave: every kind the C decoder reads.
+local RAW = {
+  "\5", "\127", "\224", "\255", "\204\200", "\205\1\0", "\208\156", "\192", "\194", "\195",
+  "\203\64\9\33\251\84\68\45\24",     -- 3.14159... as float 64
+  "0", "7", "-7", "123456789012345", "1234567890123456", "9007199254740993",
+  "-", "\217\3abc", "\218\0\3abc", "\219\0\0\0\3abc",
+  "\202\64\73\15\219",                -- float 32
+  "\207\0\0\0\0\0\0\0\1", "\211\255\255\255\255\255\255\255\255",
+  "\145\1", "\129\161a\1",            -- tables: the C decoder's
+}
 
 describe("the memory store's LuaJIT path", function()
   it("is bound into the repository and the manager", function()
@@ -91,24 +111,29 @@ describe("the memory store's LuaJIT path", function()
   it("reads bytes other writers left as the C decoder does", function()
     local cache = memory()
     local st = handle(cache)
-    local raw = {
-      "\5", "\127", "\224", "\255", "\204\200", "\205\1\0", "\208\156", "\192", "\194", "\195",
-      "\203\64\9\33\251\84\68\45\24",     -- 3.14159... as float 64
-      "0", "7", "-7", "123456789012345", "1234567890123456", "9007199254740993",
-      "-", "\217\3abc", "\218\0\3abc", "\219\0\0\0\3abc",
-      "\202\64\73\15\219",                -- float 32
-      "\207\0\0\0\0\0\0\0\1", "\211\255\255\255\255\255\255\255\255",
-      "\145\1", "\129\161a\1",            -- tables: the C decoder's
-    }
-    for i, bytes in ipairs(raw) do
+    for i, bytes in ipairs(RAW) do
       assert(st:put("r" .. i, bytes, 0))
       local got = cache:get("r" .. i)
       local want = c_reading(cache, "r" .. i)
-      if type(want) == "table" then
-        assert.are.same(want, got)
-      else
-        assert(same(want, got), ("bytes #%d: %s, the C decoder %s"):format(i, tostring(got), tostring(want)))
-      end
+      read_alike(want, got, i)
+    end
+  end)
+
+  -- Every store's read on LuaJIT decodes through cachy.jit's decode
+  -- (values.lua), not only the memory store's.
+  it("decodes any store's bytes as the C decoder does", function()
+    local decode = require("cachy.jit").decode
+    local all = {}
+    for _, v in ipairs({ "", ("x"):rep(40), ("y"):rep(300), 1, -33, 2 ^ 40, 1.5, true, false, { 1, "x" } }) do
+      all[#all + 1] = core.encode(v)
+    end
+    for _, bytes in ipairs(RAW) do all[#all + 1] = bytes end
+    for _, bytes in ipairs({ "\217\9ab", "\193", "", "007", "-0", "12a" }) do all[#all + 1] = bytes end
+    for i, bytes in ipairs(all) do
+      local ok, got = decode(bytes)
+      local wok, want = core.decode(bytes)
+      assert.are.equal(wok, ok, "bytes #" .. i)
+      read_alike(want, got, i)
     end
   end)
 
@@ -246,6 +271,46 @@ describe("the memory store's LuaJIT path", function()
       local t0 = os.clock()
       repeat local _ = 1 until os.clock() - t0 > 0.1
       assert.is_nil(cache:get("short"))
+    end)
+
+    -- A read of an item that never expires, after a get that found it,
+    -- is a hit without a call (the first get, by key, moved it to the
+    -- newest end): the hit marks it, and eviction moves a marked item to
+    -- the newest end instead of evicting it (a second chance). Among items all hit that way, the
+    -- one that moved least recently goes first, whatever order they were
+    -- hit in (README, "LuaJIT").
+    it("keeps an item hit without a call over those not read since", function()
+      local cache = memory({ max_items = 3 })
+      for i = 1, 3 do assert(cache:forever("k" .. i, "v" .. i)) end
+      for i = 1, 3 do assert.are.equal("v" .. i, cache:get("k" .. i)) end
+      assert.are.equal("v1", cache:get("k1"))
+      assert(cache:put("k4", "v4"))
+      assert.is_nil(cache:get("k2"))
+      for _, i in ipairs({ 1, 3, 4 }) do assert.are.equal("v" .. i, cache:get("k" .. i)) end
+    end)
+
+    it("gives items all hit without a call a second chance, in the order they last moved", function()
+      local cache = memory({ max_items = 3 })
+      for i = 1, 3 do assert(cache:forever("k" .. i, "v" .. i)) end
+      for i = 1, 3 do assert.are.equal("v" .. i, cache:get("k" .. i)) end
+      for _, i in ipairs({ 3, 2, 1 }) do assert.are.equal("v" .. i, cache:get("k" .. i)) end
+      assert(cache:put("k4", "v4"))                   -- k1 moved least recently
+      assert.is_nil(cache:get("k1"))
+      for _, i in ipairs({ 2, 3, 4 }) do assert.are.equal("v" .. i, cache:get("k" .. i)) end
+      assert.are.equal(1, cache:stats().evictions)
+    end)
+
+    it("evicts a lone item that was hit", function()
+      local cache = memory({ max_items = 1 })
+      assert(cache:forever("a", "1"))
+      assert.are.equal("1", cache:get("a"))
+      assert.are.equal("1", cache:get("a"))
+      assert(cache:put("b", "2"))
+      assert.is_nil(cache:get("a"))
+      assert.are.equal("2", cache:get("b"))
+      assert(cache:put("c", "3"))
+      assert.are.equal("3", cache:get("c"))
+      assert.are.equal(2, cache:stats().evictions)
     end)
 
     it("counts the hit and makes the item the most recently used", function()

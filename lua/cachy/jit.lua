@@ -32,6 +32,9 @@ typedef struct {
 } cachy_jit_out;
 typedef struct { int tag; double num; const char *str; size_t len; } cachy_jit_arg;
 typedef struct {
+  const uint64_t *freed; size_t stamp_at, expires_at, used_at;
+} cachy_jit_view;
+typedef struct {
   size_t api_size;
   int (*get)(void *h, const char *key, size_t klen, cachy_jit_out *out, cachy_jit_error *err);
   int (*touch)(void *h, uint64_t item, uint64_t stamp, uint64_t gen);
@@ -44,16 +47,35 @@ typedef struct {
   int (*tuple_get)(void *h, const char *prefix, size_t plen, const cachy_jit_arg *args, int n,
                    cachy_jit_out *out, cachy_jit_error *err);
   const char *(*code_name)(int code);
-  size_t error_size, arg_size, out_size;
+  int (*view)(void *h, cachy_jit_view *v);
+  size_t error_size, arg_size, out_size, view_size;
 } cachy_jit_api;
 ]])
 end
 
 local BYTES = ffi.typeof("const uint8_t *")
+local ITEM = ffi.typeof("uint8_t *")
+local U64 = ffi.typeof("const uint64_t *")
+local I64 = ffi.typeof("const int64_t *")
 local MAX_ARGS = 4      -- decorated calls with more arguments take the C path
 local MEMO_MAX, MEMO_VALUE_MAX = 1024, 1024     -- see memo below
 
 local M = {}
+
+-- nginx's clock inside nginx: ngx_current_msec, the monotonic milliseconds
+-- nginx reads once per turn of its event loop (the time ngx.now() and
+-- lua_shared_dict lifetimes go by), on the clock the memory store's
+-- lifetimes are set by (CLOCK_MONOTONIC_COARSE, within a tick of
+-- core.now_ms()). Reading it is a load; the store's clock is a call. Used
+-- only when it is there and agrees with core.now_ms().
+local C = ffi.C
+local NGX_CLOCK = false
+if type(rawget(_G, "ngx")) == "table" then
+  pcall(ffi.cdef, "extern volatile int64_t ngx_current_msec;")
+  local ok, msec = pcall(function() return tonumber(C.ngx_current_msec) end)
+  NGX_CLOCK = ok and type(msec) == "number" and math.abs(msec - core.now_ms()) < 1000
+end
+M.ngx_clock = NGX_CLOCK
 
 -- ---- decoding ---------------------------------------------------------------
 
@@ -128,6 +150,14 @@ local function value_of(p, n)
   return true, v
 end
 
+-- core.decode's answer for bytes (true, value; false, why), the common
+-- shapes read here: a call into C through the Lua API ends a trace.
+function M.decode(bytes)
+  local ok, v = value_of(ffi_cast(BYTES, bytes), #bytes)
+  if ok then return true, v end
+  return core_decode(bytes)
+end
+
 -- ---- the bound functions ----------------------------------------------------------
 
 -- `cfast`: what core.bind made for the handle `st`; `default_ms` the
@@ -146,7 +176,8 @@ function M.bind(st, cfast, default_ms)
   if tonumber(api.api_size) ~= ffi.sizeof("cachy_jit_api")
       or tonumber(api.error_size) ~= ffi.sizeof("cachy_jit_error")
       or tonumber(api.arg_size) ~= ffi.sizeof("cachy_jit_arg")
-      or tonumber(api.out_size) ~= ffi.sizeof("cachy_jit_out") then
+      or tonumber(api.out_size) ~= ffi.sizeof("cachy_jit_out")
+      or tonumber(api.view_size) ~= ffi.sizeof("cachy_jit_view") then
     error("cachy.jit: the FFI declarations differ from cachy/core.so's (a core.so of another version?)", 0)
   end
   local h = ffi_cast("void *", h_p)
@@ -173,6 +204,39 @@ function M.bind(st, cfast, default_ms)
   -- trace was recorded then compiled the read by key, the touch becoming
   -- a side trace at twice the cost.)
   local memo, dmemo, memo_n = {}, {}, 0      -- dmemo: the decorator's, below
+
+  -- Where a hit on a memo entry is checked without a call: the store's
+  -- count of freed items (once the store is open) and the offsets in an
+  -- item (csrc/store_memory.h, cachy_memory_get_view).
+  local view = ffi_new("cachy_jit_view")
+  local STAMP_AT, EXPIRES_AT, USED_AT = 0, 0, 0
+  local freed
+  local function see()
+    if freed == nil and api.view(h, view) == 0 then
+      freed = view.freed
+      STAMP_AT, EXPIRES_AT, USED_AT =
+        tonumber(view.stamp_at), tonumber(view.expires_at), tonumber(view.used_at)
+    end
+    return freed ~= nil
+  end
+
+  -- Whether e's item is still the one e read and live, a hit, as the
+  -- store's touch decides it, but without a call where no clock is needed
+  -- (an item that never expires) or nginx's is at hand: the item is marked
+  -- as used, and eviction moves a marked item to the newest end, as the
+  -- touch would have (the hit is counted here, not in the store).
+  local function hit(e)
+    if tonumber(freed[0]) ~= e.gen then return false end
+    local p = ffi_cast(ITEM, e.item)
+    if ffi_cast(U64, p + STAMP_AT)[0] ~= e.stamp then return false end
+    local expires = ffi_cast(I64, p + EXPIRES_AT)[0]
+    if expires ~= 0 then
+      if not NGX_CLOCK then return c_touch(h, e.item, e.stamp, e.gen) == 1 end
+      if expires <= C.ngx_current_msec then return false end
+    end
+    p[USED_AT] = 1
+    return true
+  end
 
   local function fail()
     return nil, ffi_string(err.msg), ffi_string(api.code_name(err.code))
@@ -203,7 +267,7 @@ function M.bind(st, cfast, default_ms)
   -- Keeps v as what key's item (the one out refers to) reads as; e: key's
   -- entry, if it has one.
   local function remember(key, e, v)
-    if out.item == 0 or (type(v) == "string" and #v > MEMO_VALUE_MAX) then return end
+    if out.item == 0 or (type(v) == "string" and #v > MEMO_VALUE_MAX) or not see() then return end
     if e == nil then
       if memo_n >= MEMO_MAX then memo, dmemo, memo_n = {}, {}, 0 end
       e = {}
@@ -234,7 +298,7 @@ function M.bind(st, cfast, default_ms)
       return cget(self, key, default)
     end
     local e = memo[key]
-    if e ~= nil and c_touch(h, e.item, e.stamp, e.gen) == 1 then
+    if e ~= nil and hit(e) then
       counts.hits = counts.hits + 1
       return e.value
     end
@@ -372,7 +436,7 @@ function M.bind(st, cfast, default_ms)
   -- reads as.
   local function dremember(prefix, n, a1, a2, count, v1, v2, v3)
     if out.item == 0 or n > 2 or a1 ~= a1 or a2 ~= a2 or long(a1) or long(a2)
-        or long(v1) or long(v2) or long(v3) then
+        or long(v1) or long(v2) or long(v3) or not see() then
       return
     end
     if memo_n >= MEMO_MAX then memo, dmemo, memo_n = {}, {}, 0 end
@@ -388,7 +452,7 @@ function M.bind(st, cfast, default_ms)
     local a1, a2, a3, a4 = ...
     if n <= 2 and a1 == a1 and a2 == a2 then
       local e = dentry(prefix, n, a1, a2, false)
-      if e ~= nil and c_touch(h, e.item, e.stamp, e.gen) == 1 then
+      if e ~= nil and hit(e) then
         counts.hits = counts.hits + 1
         local count = e.count
         if count == 2 then return true, e.v1, e.v2 end

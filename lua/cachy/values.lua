@@ -9,6 +9,8 @@ local encode, decode, parse_int, quote_key = core.encode, core.decode, core.pars
 local ttl_of, ceil = core.ttl, math.ceil
 local envelope_open = core.envelope_open
 local byte = string.byte
+-- on LuaJIT the common shapes are read in Lua, where the trace goes on
+if rawget(_G, "jit") and pcall(require, "ffi") then decode = require("cachy.jit").decode end
 
 local M = {}
 

@@ -133,6 +133,23 @@ case("memory store: get, put and decorated reads take the FFI path; their loops 
   eq({ f(7, "u") }, { "r", "u" }, "decorated hit")
 end)
 
+-- A hit on an item with a lifetime is checked against nginx's clock
+-- (ngx_current_msec, cachy.jit) instead of a call into the store: the item
+-- still expires, at the next turn of the event loop or ngx.update_time().
+case("memory store: a hit without a call goes by nginx's clock, and the item expires", function()
+  eq(require("cachy.jit").ngx_clock, true, "nginx's clock in use")
+  local cache = memory_cache()
+  eq(cache:put("brief", "v", 0.15 / 60), true, "put")
+  for _ = 1, 3 do eq(cache:get("brief"), "v", "hit") end
+  ngx.sleep(0.25)
+  eq(cache:get("brief"), nil, "expired after a sleep")
+  eq(cache:put("brief", "w", 0.1 / 60), true, "put again")
+  for _ = 1, 3 do eq(cache:get("brief"), "w", "hit") end
+  local t0 = ngx.now()
+  repeat ngx.update_time() until ngx.now() - t0 > 0.15     -- no yield
+  eq(cache:get("brief"), nil, "expired by the updated clock")
+end)
+
 case("the default on_error writes to nginx's error log at the warn level", function()
   local cache = cachy.new({ stores = { main = { driver = "failing" } } })
   cache:extend("failing", function()
