@@ -8,9 +8,11 @@
 -- two scalar arguments), each over 100 keys with 100-byte strings. The
 -- builds run alternately, 31 batches each; prints each build's median and
 -- the median of the per-round ratios B/A.
--- Paths must be absolute (package.loadlib), and the two files distinct.
+-- Run from the project's root. Paths must be absolute (package.loadlib),
+-- and the two files distinct.
 -- BENCH_KEYS sets the number of keys (default 100).
 package.cpath = "build/bench/lua5.4/?.so;" .. package.cpath
+package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
 local now = require("baselines").now
 
 local a_path, b_path, op = arg[1], arg[2], arg[3] or "get"
@@ -24,23 +26,37 @@ local VALUE = string.rep("v", 100)
 local keys = {}
 for i = 1, NKEYS do keys[i] = "k" .. i end
 
--- Both builds register their metatables under the same registry names:
--- everything of one build is made before the next is loaded, and its
--- names are then taken out of the registry.
+-- Both builds register their metatables under the same registry names
+-- ("cachy.Store", ...), where their C functions look them up. Each build
+-- is loaded with the cachy.* names cleared from the registry and from
+-- package.loaded (so it gets its own metatables and its own copy of the
+-- Lua modules), and its names are put back before each of its batches.
+local registry = debug.getregistry()
+
+local function cachy_names(t, fn)
+  local names = {}
+  for k in pairs(t) do
+    if type(k) == "string" and (k == "cachy" or k:match("^cachy%.")) then names[#names + 1] = k end
+  end
+  for _, k in ipairs(names) do fn(k) end
+end
+
 local function setup(path)
   local open = assert(package.loadlib(path, "luaopen_cachy_core"))
-  local core = open()
-  local cache = core.new({ default = "m", stores = { m = { driver = "memory" } } }, {})
+  cachy_names(registry, function(k) registry[k] = nil end)
+  cachy_names(package.loaded, function(k) package.loaded[k] = nil end)
+  package.loaded["cachy.core"] = open()
+  local cache = require("cachy").new({ default = "m", stores = { m = { driver = "memory" } } })
   for i = 1, NKEYS do assert(cache:put(keys[i], VALUE, 60)) end
   local f = cache(function(_, b) return "result", b end, { key = "f" })
   for i = 1, NKEYS do f(i, "user") end
-  local registry = debug.getregistry()
-  registry["cachy.CacheManager"], registry["cachy.Repository"] = nil, nil
-  return cache, f
+  local mts = {}
+  cachy_names(registry, function(k) mts[k] = registry[k] end)
+  return { cache = cache, f = f, mts = mts }
 end
 
-local ca, fa = setup(a_path)
-local cb, fb = setup(b_path)
+local A = setup(a_path)
+local B = setup(b_path)
 
 local ops = {
   get = function(cache, _, n)
@@ -62,14 +78,20 @@ local ops = {
 local run = assert(ops[op], "unknown operation " .. op)
 
 local N, ROUNDS = 200000, 31
+
+-- ns per operation of one batch of build b.
+local function batch(b)
+  for k, v in pairs(b.mts) do registry[k] = v end
+  collectgarbage()
+  return run(b.cache, b.f, N) / N
+end
+
 local ta, tb, ratios = {}, {}, {}
 for r = 1, ROUNDS do
   if r % 2 == 1 then
-    collectgarbage(); ta[r] = run(ca, fa, N) / N
-    collectgarbage(); tb[r] = run(cb, fb, N) / N
+    ta[r] = batch(A); tb[r] = batch(B)
   else
-    collectgarbage(); tb[r] = run(cb, fb, N) / N
-    collectgarbage(); ta[r] = run(ca, fa, N) / N
+    tb[r] = batch(B); ta[r] = batch(A)
   end
   ratios[r] = tb[r] / ta[r]
 end
