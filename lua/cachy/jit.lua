@@ -226,6 +226,7 @@ function M.bind(st, cfast, default_ms)
   -- as used, and eviction moves a marked item to the newest end, as the
   -- touch would have (the hit is counted here, not in the store).
   local function hit(e)
+    if e.touch then return c_touch(h, e.item, e.stamp, e.gen) == 1 end
     if tonumber(freed[0]) ~= e.gen then return false end
     local p = ffi_cast(ITEM, e.item)
     if ffi_cast(U64, p + STAMP_AT)[0] ~= e.stamp then return false end
@@ -236,6 +237,13 @@ function M.bind(st, cfast, default_ms)
     end
     p[USED_AT] = 1
     return true
+  end
+
+  -- Whether hits on the item just read or written go to the store's
+  -- touch: it has a lifetime, and there is no clock at hand to check it
+  -- (outside nginx). Checking its reference first would cost as much again.
+  local function by_touch()
+    return not NGX_CLOCK and ffi_cast(I64, ffi_cast(ITEM, out.item) + EXPIRES_AT)[0] ~= 0
   end
 
   local function fail()
@@ -275,6 +283,7 @@ function M.bind(st, cfast, default_ms)
       memo_n = memo_n + 1
     end
     e.item, e.stamp, e.gen, e.value = tonumber(out.item), tonumber(out.stamp), tonumber(out.gen), v
+    e.touch = by_touch()
   end
 
   local fast = {}
@@ -443,6 +452,7 @@ function M.bind(st, cfast, default_ms)
     local e = dentry(prefix, n, a1, a2, true)
     if e.count == nil then memo_n = memo_n + 1 end
     e.item, e.stamp, e.gen = tonumber(out.item), tonumber(out.stamp), tonumber(out.gen)
+    e.touch = by_touch()
     e.count, e.v1, e.v2, e.v3 = count, v1, v2, v3
   end
 
