@@ -23,8 +23,15 @@ local function tool(...)
   return sh("python3 " .. q(here .. "/helpers/memcached_tool.py") .. " " .. table.concat(args, " "))
 end
 
+-- curr_items of the server on port (asked up to 5 times: on a loaded
+-- machine the tool's connection to a just restarted server can fail).
 local function items(port)
-  return tonumber((assert(tool("items", port):match("%d+"), "no curr_items")))
+  for _ = 1, 5 do
+    local n = tool("items", port):match("%d+")
+    if n then return tonumber(n) end
+    system.sleep(0.2)
+  end
+  error("no curr_items from the memcached on port " .. port)
 end
 
 local function ttl_of(port, key)

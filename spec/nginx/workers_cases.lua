@@ -98,8 +98,8 @@ function actions.increments(run)
 end
 
 -- Reads the tiered key until it reads `want` ("nil" for a miss), after the
--- other worker marked its write in ctl ("written:" .. run): how long after
--- the write that took, or "timeout". `tags`: read through that tag.
+-- other worker marked the start of its write in ctl ("written:" .. run):
+-- how long after that start it took, or "timeout". `tags`: read through that tag.
 function actions.watch(arg)
   local a = split(arg)
   local run, key, want, tag = a[1], a[2], a[3], a[4]
@@ -119,12 +119,16 @@ function actions.watch(arg)
   return "timeout"
 end
 
--- A change by this worker through the tiered store, then its time in ctl.
+-- A change by this worker through the tiered store, its start time in ctl
+-- first: a change takes effect before the call returns (a tag flush bumps
+-- the version, then deletes what the old one recorded), and another
+-- worker may see it meanwhile.
 function actions.change(arg)
   local a = split(arg)
   local run, what, key, tag = a[1], a[2], a[3], a[4]
   local repo = M.cache:store("tiered")
   local ok, err
+  ctl:set("written:" .. run, now())
   if what == "put" then
     ok, err = repo:put(key, a[5], 10)
   elseif what == "forget" then
@@ -133,7 +137,6 @@ function actions.change(arg)
     ok, err = repo:tags(tag):flush()
   end
   if not ok then error("change " .. what .. ": " .. tostring(err), 0) end
-  ctl:set("written:" .. run, now())
   return "ok"
 end
 
