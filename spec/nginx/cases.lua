@@ -931,6 +931,46 @@ case("redis cluster (cosocket): each key on one master, every master used; the b
   for _, p in ipairs(cluster_ports()) do eq(node(p, "DBSIZE"), 0, "keys left on " .. p) end
 end)
 
+-- many and put_many send every master's pipeline before reading any
+-- reply. A master that does not answer fails the call with its timeout;
+-- the other masters' connections, whose replies were not read, are
+-- closed, not pooled, so the calls after read their own replies.
+case("redis cluster (cosocket): many with a master stopped fails; the calls after read their own replies", function()
+  local cache = cluster_cache({ timeout = 0.3 })
+  local keys, vals = {}, {}
+  for i = 1, 60 do
+    keys[i] = "pk" .. i
+    vals[keys[i]] = "v" .. i
+  end
+  eq(cache:put_many(vals, 1), true, "put_many")
+  eq(cache:many(keys), vals, "many")
+  local stopped = holder("pk1")
+  local pid = assert(behaviour_cases.cluster_pids[stopped], "no pid for node " .. tostring(stopped))
+  require("helpers.stopped").stop(pid, ngx.sleep)
+  local ok, err = pcall(function()
+    local got, merr, code = cache:many(keys)
+    eq({ got, code }, { nil, "timeout" }, "many with node " .. stopped .. " stopped")
+    check(type(merr) == "string" and merr:find(":" .. stopped, 1, true), "the error names the node: %s", tostring(merr))
+    local pok, perr = cache:put_many({ pk1 = "w1", pk2 = "w2" }, 1)
+    eq(pok, nil, "put_many with a node stopped")
+    check(type(perr) == "string", "put_many's error: %s", tostring(perr))
+  end)
+  os.execute("kill -CONT " .. pid)
+  if not ok then error(err, 0) end
+  -- A reply read by the wrong call would give a key another key's value.
+  -- pk1 and pk2 may hold what the failed put_many sent (the stopped node
+  -- reads its SET once resumed, even from a closed connection).
+  local function own(i, v, what)
+    check(v == "v" .. i or (i <= 2 and v == "w" .. i), "%s: %s read %s", what, keys[i], tostring(v))
+  end
+  for i = 1, 60 do own(i, cache:get(keys[i]), "get") end
+  local got = cache:many(keys)
+  for i = 1, 60 do own(i, got[keys[i]], "many") end
+  eq(cache:put_many(vals, 1), true, "put_many after")
+  got = cache:many(keys)
+  for i = 1, 60 do own(i, got[keys[i]], "many after put_many") end
+end)
+
 case("redis cluster and sentinel (cosocket): locks, one owner at a time, released by its owner only", function()
   local sentinel = { driver = "redis", transport = "cosocket",
                      sentinel = { master = "mymaster", nodes = behaviour_cases.sentinels } }

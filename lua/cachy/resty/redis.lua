@@ -538,6 +538,41 @@ function M.pipeline(self, bytes, count, depth, elems)
   if count == 1 then v = { v } end
   return v
 end
+
+-- M.pipeline in two halves, so that a caller can send to several stores
+-- before it reads any reply (their servers then work at once). send: the
+-- commands written on a connection of the store, as a pending round trip
+-- for receive; nil, err, code. Every pending round trip is to be
+-- received, or dropped (its connection is closed, never pooled).
+function M.send(self, bytes)
+  local sock, err, code = connect(self)
+  if not sock then return nil, err, code end
+  local deadline = now() + self.timeout
+  local ok
+  ok, err = sock:send(bytes)
+  if not ok then return io_fail(self, sock, err) end
+  return { sock = sock, deadline = deadline }
+end
+
+-- count replies (a list) of a pending round trip, within the deadline set
+-- when it was sent; the connection then goes back to the pool.
+function M.receive(self, pending, count)
+  local sock = pending.sock
+  pending.sock = nil
+  local reader = redis_reader(0, 0, MAX_BULK)
+  -- reads = 1: even the first read waits only what is left of the deadline
+  local v, err, code = read_replies(self, sock, reader, count, pending.deadline, 1)
+  reader:close()
+  if v == nil then return nil, err, code end
+  release(self, sock)
+  if count == 1 then v = { v } end
+  return v
+end
+
+function M.drop(pending)
+  if pending.sock then pending.sock:close() end
+  pending.sock = nil
+end
 M.bad_reply, M.set_command, M.match_pattern = bad_reply, set_command, match_pattern
 M.SCAN_COUNT, M.SCAN_MAX_KEYS = SCAN_COUNT, SCAN_MAX_KEYS
 

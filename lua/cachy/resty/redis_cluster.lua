@@ -185,35 +185,70 @@ local function by_node(self, keys)
   return groups, order
 end
 
--- Node store st's replies to the commands cmds, pipelined; a connection
--- failure marks the map to be read again.
-local function node_pipeline(self, st, cmds)
-  local replies, err, code = redis.pipeline(st, concat(cmds), #cmds, 0, 0)
-  if not replies and CONNECTION_CODES[code] then self.stale = true end
-  return replies, err, code
+-- The replies of each master in `order` to its commands cmds[n], as
+-- replies[n]: every master's pipeline is sent before any reply is read,
+-- so they work at once (a round trip in all, not one per master). A
+-- connection failure marks the map to be read again; the round trips
+-- still pending are dropped.
+local function node_pipelines(self, order, cmds)
+  local pending, replies = {}, {}
+  local err, code
+  for n, i in ipairs(order) do
+    pending[n], err, code = redis.send(store_of(self, i), concat(cmds[n]))
+    if not pending[n] then break end
+  end
+  if not err then
+    for n, i in ipairs(order) do
+      replies[n], err, code = redis.receive(store_of(self, i), pending[n], #cmds[n])
+      if not replies[n] then break end
+    end
+  end
+  if not err then return replies end
+  for n = 1, #order do
+    if pending[n] then redis.drop(pending[n]) end
+  end
+  if CONNECTION_CODES[code] then self.stale = true end
+  return nil, err, code
 end
 
 local function is_redirect(v)
   return type(v) == "table" and v.err and redis_redirect(v.err) ~= nil
 end
 
--- many({ key, ... }) -> { [k] = bytes } for the keys found: one pipeline
--- of GETs per master; a reply that redirects is done again alone.
-function Cluster:many(keys)
+-- The replies to one command per key (command(k): the k-th key's), one
+-- pipeline per master: groups, order (as by_node's) and the replies by
+-- master; nil, err, code.
+local function per_key(self, keys, command)
   local ok, err, code = ready(self)
   if not ok then return nil, err, code end
   local groups, order
   groups, order, code = by_node(self, keys)
   if not groups then return nil, order, code end
-  local out, prefix = {}, self.prefix
-  for _, i in ipairs(order) do
-    local st, g, cmds = store_of(self, i), groups[i], {}
-    for j = 1, #g do cmds[j] = redis_command("GET", prefix .. keys[g[j]]) end
-    local replies
-    replies, err, code = node_pipeline(self, st, cmds)
-    if not replies then return nil, err, code end
+  local cmds = {}
+  for n, i in ipairs(order) do
+    local g, c = groups[i], {}
+    for j = 1, #g do c[j] = command(g[j]) end
+    cmds[n] = c
+  end
+  local replies
+  replies, err, code = node_pipelines(self, order, cmds)
+  if not replies then return nil, err, code end
+  return groups, order, replies
+end
+
+-- many({ key, ... }) -> { [k] = bytes } for the keys found: one pipeline
+-- of GETs per master; a reply that redirects is done again alone.
+function Cluster:many(keys)
+  local prefix = self.prefix
+  local groups, order, replies = per_key(self, keys, function(k)
+    return redis_command("GET", prefix .. keys[k])
+  end)
+  if not groups then return nil, order, replies end     -- nil, err, code
+  local out, err, code = {}, nil, nil
+  for n, i in ipairs(order) do
+    local g = groups[i]
     for j = 1, #g do
-      local v, k = replies[j], g[j]
+      local v, k = replies[n][j], g[j]
       if type(v) == "string" then
         out[k] = v
       elseif is_redirect(v) then
@@ -221,7 +256,7 @@ function Cluster:many(keys)
         if v == nil and err then return nil, err, code end
         out[k] = v
       elseif v ~= false then
-        return redis.bad_reply(st, "GET", v)
+        return redis.bad_reply(store_of(self, i), "GET", v)
       end
     end
   end
@@ -231,30 +266,25 @@ end
 -- Every SET in one pipeline per master; every reply is read. A reply
 -- that redirects is done again alone.
 function Cluster:put_many(keys, vals, ms)
-  local ok, err, code = ready(self)
-  if not ok then return nil, err, code end
-  local groups, order
-  groups, order, code = by_node(self, keys)
-  if not groups then return nil, order, code end
-  local prefix, failed = self.prefix, nil
-  for _, i in ipairs(order) do
-    local st, g, cmds = store_of(self, i), groups[i], {}
+  for k = 1, #keys do
+    if #vals[k] > 512 * 1024 * 1024 then return self:put(keys[k], vals[k], ms) end   -- its too_big message
+  end
+  local prefix = self.prefix
+  local groups, order, replies = per_key(self, keys, function(k)
+    return redis.set_command(prefix .. keys[k], vals[k], ms, false)
+  end)
+  if not groups then return nil, order, replies end     -- nil, err, code
+  local failed, err, code
+  for n, i in ipairs(order) do
+    local g = groups[i]
     for j = 1, #g do
-      local v = vals[g[j]]
-      if #v > 512 * 1024 * 1024 then return st:put(keys[g[j]], v, ms) end   -- its too_big message
-      cmds[j] = redis.set_command(prefix .. keys[g[j]], v, ms, false)
-    end
-    local replies
-    replies, err, code = node_pipeline(self, st, cmds)
-    if not replies then return nil, err, code end
-    for j = 1, #g do
-      local v = replies[j]
+      local v = replies[n][j]
       if is_redirect(v) then
         local _
         _, err, code = self:put(keys[g[j]], vals[g[j]], ms)
         if err and not failed then failed = { err, code } end
       elseif not (type(v) == "table" and v.ok == "OK") and not failed then
-        local _, e, c = redis.bad_reply(st, "SET", v)
+        local _, e, c = redis.bad_reply(store_of(self, i), "SET", v)
         failed = { e, c }
       end
     end
