@@ -971,6 +971,25 @@ case("redis cluster (cosocket): many with a master stopped fails; the calls afte
   for i = 1, 60 do own(i, got[keys[i]], "many after put_many") end
 end)
 
+-- retry_after does not hold a cluster node back, on either transport (the
+-- cluster decides when a node is tried again): a seed that refused is
+-- connected to again on the next read of the map, not failed at once.
+case("redis cluster (cosocket): retry_after does not hold back a node that refused", function()
+  local dead = tonumber(io.popen("python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\",0)); print(s.getsockname()[1])'"):read("*l"))
+  local seeds = { "127.0.0.1:" .. dead }
+  for i, seed in ipairs(behaviour_cases.cluster) do seeds[i + 1] = seed end
+  local cache = cachy.new({ stores = { main = { driver = "redis", transport = "cosocket",
+    cluster = seeds, retry_after = 30 } } })
+  eq(cache:put("ra", "v", 1), true, "put (the map read from the second seed)")
+  local cluster = cache:store()._st.cosocket
+  local first = cluster.stores[1]
+  check(first ~= nil and first.port == dead, "the refused seed's store")
+  local again, err, code = require("cachy.resty.redis").pipeline(first, "*1\r\n$4\r\nPING\r\n", 1)
+  eq({ again, code }, { nil, "refused" }, "a second connect to the seed")
+  check(not tostring(err):find("30", 1, true) and first.held == nil, "held back: %s", tostring(err))
+  eq(cache:get("ra"), "v", "get")
+end)
+
 case("redis cluster and sentinel (cosocket): locks, one owner at a time, released by its owner only", function()
   local sentinel = { driver = "redis", transport = "cosocket",
                      sentinel = { master = "mymaster", nodes = behaviour_cases.sentinels } }

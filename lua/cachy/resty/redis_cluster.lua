@@ -61,12 +61,15 @@ local function fail(self, code, cause)
 end
 
 -- The cosocket store of node i (made on first use): the store's own
--- fields but that node's address.
+-- fields but that node's address, and no breaker: the cluster decides
+-- when a node is tried again (a failure has the map read again), as the
+-- blocking driver's (redis_cluster.c) does.
 local function store_of(self, i)
   local st = self.stores[i]
   if st then return st end
   local host, port = self.map:node(i)
   st = redis.new(self.name, self.prefix, redis.node_config(self.config, "cluster", host, port))
+  st.retry_after = 0
   self.stores[i] = st
   return st
 end
