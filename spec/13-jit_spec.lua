@@ -122,6 +122,7 @@ describe("the memory store's LuaJIT path", function()
   -- Every store's read on LuaJIT decodes through cachy.jit's decode
   -- (values.lua), not only the memory store's.
   it("decodes any store's bytes as the C decoder does", function()
+    assert.are.equal(require("cachy.jit"), require("cachy.values").jit)   -- what values.decode reads with
     local decode = require("cachy.jit").decode
     local all = {}
     for _, v in ipairs({ "", ("x"):rep(40), ("y"):rep(300), 1, -33, 2 ^ 40, 1.5, true, false, { 1, "x" } }) do

@@ -22,7 +22,7 @@ local encode, decode, live = values.encode, values.decode, values.live
 local value_root = core.value_root
 -- On LuaJIT a memory store's get, put and decorator reads go through the
 -- FFI, which its trace compiler compiles (cachy.jit).
-local jit_bind = rawget(_G, "jit") and pcall(require, "ffi") and require("cachy.jit").bind
+local jit_bind = values.jit and values.jit.bind
 
 local Repository = {}
 Repository.__index = Repository

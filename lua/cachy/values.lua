@@ -9,10 +9,14 @@ local encode, decode, parse_int, quote_key = core.encode, core.decode, core.pars
 local ttl_of, ceil = core.ttl, math.ceil
 local envelope_open = core.envelope_open
 local byte = string.byte
--- on LuaJIT the common shapes are read in Lua, where the trace goes on
-if rawget(_G, "jit") and pcall(require, "ffi") then decode = require("cachy.jit").decode end
 
 local M = {}
+
+-- cachy.jit on LuaJIT (its FFI paths, which the trace compiler compiles),
+-- else nil. There the common shapes are decoded in Lua, where the trace
+-- goes on.
+M.jit = rawget(_G, "jit") and pcall(require, "ffi") and require("cachy.jit") or nil
+if M.jit then decode = M.jit.decode end
 
 -- Raises at `level` above the function calling this one (1: its caller).
 function M.argerror(n, method, msg, level)

@@ -525,20 +525,6 @@ end
 -- Pooled connections belong to nginx's worker; nothing to close here.
 function Store:close() end
 
--- count pipelined commands' replies (a list), on one connection of the
--- store; nil, err, code when the connection failed. For
--- cachy.resty.redis_cluster.
-function M.pipeline(self, bytes, count, depth, elems)
-  local sock, err, code = connect(self)
-  if not sock then return nil, err, code end
-  local v
-  v, err, code = round_trip(self, sock, bytes, count, depth or 0, elems or 0)
-  if v == nil then return nil, err, code end
-  release(self, sock)
-  if count == 1 then v = { v } end
-  return v
-end
-
 -- M.pipeline in two halves, so that a caller can send to several stores
 -- before it reads any reply (their servers then work at once). send: the
 -- commands written on a connection of the store, as a pending round trip
@@ -556,10 +542,10 @@ end
 
 -- count replies (a list) of a pending round trip, within the deadline set
 -- when it was sent; the connection then goes back to the pool.
-function M.receive(self, pending, count)
+function M.receive(self, pending, count, depth, elems)
   local sock = pending.sock
   pending.sock = nil
-  local reader = redis_reader(0, 0, MAX_BULK)
+  local reader = redis_reader(depth or 0, elems or 0, MAX_BULK)
   -- reads = 1: even the first read waits only what is left of the deadline
   local v, err, code = read_replies(self, sock, reader, count, pending.deadline, 1)
   reader:close()
@@ -567,6 +553,15 @@ function M.receive(self, pending, count)
   release(self, sock)
   if count == 1 then v = { v } end
   return v
+end
+
+-- count pipelined commands' replies (a list), on one connection of the
+-- store; nil, err, code when the connection failed. For
+-- cachy.resty.redis_cluster and cachy.resty.redis_sentinel.
+function M.pipeline(self, bytes, count, depth, elems)
+  local pending, err, code = M.send(self, bytes)
+  if not pending then return nil, err, code end
+  return M.receive(self, pending, count, depth, elems)
 end
 
 function M.drop(pending)
