@@ -132,6 +132,18 @@ describe("tiered", function()
     assert.are.equal(nil, c:store("last"):get("only-up"))
   end)
 
+  -- A first-level hit is answered by that level's bound get (the C or
+  -- FFI path), without the tiered store's Lua get: it is counted here too.
+  it("counts its hits, those its first level answers included", function()
+    local c = tiered(redis_store(), { max_stale = 60 }, "tstats:")
+    assert(c:flush())
+    assert(c:put("k", "v", 1))
+    for _ = 1, 3 do assert.are.equal("v", c:get("k")) end     -- from redis, then the copy twice
+    assert.is_nil(c:get("absent"))
+    local s = c:stats()
+    assert.are.same({ 3, 1, 1 }, { s.hits, s.misses, s.writes })
+  end)
+
   it("writes to the last level and removes the copies above", function()
     local c = tiered(redis_store(), { max_stale = 60 })
     assert(c:flush())

@@ -112,7 +112,7 @@ function Repository:_store()
     if jit_bind then fast = jit_bind(st, fast, ms.default_ms) end
     ms.bind(base, fast)
   elseif st.fast_get then       -- a tiered store's first-level hits
-    local get = st:fast_get(Repository.get)
+    local get = st:fast_get(Repository.get, base._counts)
     if get then ms.bind_get(base, get) end
   end
   return st

@@ -240,11 +240,12 @@ end
 
 -- A repository get for this store that answers a first-level hit through
 -- that level's own repository get when it is bound to C (the memory
--- store's, lcachy_fast.c): the value decoded in one call, as a
--- memory-store hit costs. Anything else (a miss, a key to refuse, a
--- worker whose poller is not running yet) goes to slow_get. nil when the
--- first level has no such get.
-function Tiered:fast_get(slow_get)
+-- store's, lcachy_fast.c, or cachy.jit's): the value decoded in one call,
+-- as a memory-store hit costs, and counted in `counts` (the tiered
+-- repository's; the first level's own stats count it too). Anything else
+-- (a miss, a key to refuse, a worker whose poller is not running yet)
+-- goes to slow_get. nil when the first level has no such get.
+function Tiered:fast_get(slow_get, counts)
   local l1 = self.l1_repo
   local fast = l1._fast
   if fast == nil then return nil end
@@ -253,7 +254,10 @@ function Tiered:fast_get(slow_get)
   return function(repo, key, default)
     if type(key) == "string" and key ~= "" and (st.polling or not st.ev) then
       local v = fget(l1, key)
-      if v ~= nil then return v end
+      if v ~= nil then
+        counts.hits = counts.hits + 1
+        return v
+      end
     end
     return slow_get(repo, key, default)
   end
